@@ -59,7 +59,8 @@ def test_binary_matches_sklearn(data):
     p = np.array([r[1] for r in rows], dtype=bool)
     m = np.array([r[2] for r in rows], dtype=bool)
     target = np.where(m, y.astype(float), [r[3] for r in rows])  # masked out: NaN or a real label
-    garbage = [torch.rand(3), torch.tensor([True, True, False]), torch.tensor([1.0, np.nan, 0.0]), torch.zeros(3, dtype=torch.bool)]
+    garbage = [torch.rand(3), torch.tensor([True, True, False]), torch.tensor([1.0, np.nan, 0.0]),
+               torch.zeros(3, dtype=torch.bool)]
     metric = BinaryMetrics()
     feed(metric, slices, (np.random.rand(len(rows)), p, target, m), garbage)
     res = metric.compute()
@@ -86,7 +87,8 @@ def test_classification_matches_sklearn(data):
     n = len(rows)
     y = np.array([r[0] for r in rows], dtype=np.int64)
     m = np.array([r[1] for r in rows], dtype=bool)
-    target = np.where(m, y, np.array([r[2] for r in rows], dtype=np.int64))  # masked out: missing ids, out-of-range ids or real ids
+    # masked out: missing ids, out-of-range ids or real ids
+    target = np.where(m, y, np.array([r[2] for r in rows], dtype=np.int64))
     activated = rng.integers(0, 3, (n, C)).astype(float) if ties else rng.dirichlet(np.ones(C), size=n)
     decoded = ranking(activated)
     g_act = torch.rand(2, C)
@@ -122,6 +124,15 @@ def test_classification_top_k_from_activated_when_decoded_is_truncated():
     close(full.compute()['accuracy_5'], skm.top_k_accuracy_score(target, activated, k=5, labels=range(8)))
 
 
+def test_negative_class_ids_count_as_missing_even_where_masked_in():
+    activated = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.7, 0.2], [0.2, 0.1, 0.7]])
+    metric = ClassificationMetrics(3)
+    metric.update(activated, activated.argsort(1, descending=True), torch.tensor([0, -1, -100]), None)
+    assert metric.num_samples == 1
+    assert metric.compute()['accuracy_1'] == 1.0
+    np.testing.assert_array_equal(metric.confusion_matrix(), np.diag([1, 0, 0]))
+
+
 # ---------------------------------------------------------------- multilabel
 @SETTINGS
 @given(st.integers(2, 5).flatmap(lambda L: st.integers(0, 30).flatmap(lambda n: st.tuples(
@@ -134,7 +145,8 @@ def test_multilabel_matches_sklearn(data):
     m = rng.random(n) > 0.3
     target = y.astype(float)
     target[~m & (rng.random(n) > 0.5)] = np.nan  # masked out: missing, or labelled under a false precondition
-    garbage = [torch.rand(2, L), torch.ones(2, L, dtype=torch.bool), torch.full((2, L), np.nan), torch.zeros(2, dtype=torch.bool)]
+    garbage = [torch.rand(2, L), torch.ones(2, L, dtype=torch.bool), torch.full((2, L), np.nan),
+               torch.zeros(2, dtype=torch.bool)]
     names = [f'label_{i}' for i in range(L)]
     metric = MultilabelMetrics(L, label_names=names, per_label=True)
     feed(metric, slices, (None, p, target, m), garbage)
