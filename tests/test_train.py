@@ -1,0 +1,306 @@
+"""Heavier checks of `dnn_cool.train`: multi-epoch runs compared with brute-force references (one large batch,
+the whole epoch as one batch, two seeded runs), clipping, bfloat16 autocast, freezing and the progress bar."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+import dnn_cool.losses  # noqa: F401  (flow.get_loss)
+import dnn_cool.module  # noqa: F401  (flow.torch)
+from dnn_cool.data import FlowDataset
+from dnn_cool.flow import Project
+from dnn_cool.tasks import BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, RegressionTask
+from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, seed_everything
+
+
+def toy_flow():
+    project = Project([BinaryClassificationTask('is_positive'), ClassificationTask('kind', num_classes=3),
+                       BoundedRegressionTask('size', 0, 10)])
+
+    @project.add_flow
+    def toy(flow, x, out):
+        out += flow.is_positive(x.features)
+        out += flow.kind(x.features) | out.is_positive
+        out += flow.size(x.features) | out.is_positive
+        return out
+    return toy
+
+
+def toy_data(flow, n, seed=0, missing=0.1):
+    g = np.random.default_rng(seed)
+    x = g.normal(size=(n, 8)).astype(np.float32)
+    positive = x[:, 0] > 0
+    labels = pd.DataFrame({'is_positive': pd.array(positive, dtype='boolean'),
+                           'kind': pd.array(x[:, 1:4].argmax(1), dtype='Int64'),
+                           'size': 10 / (1 + np.exp(-2 * x[:, 4].astype(np.float64)))})
+    labels.loc[~positive, ['kind', 'size']] = None
+    drop = g.random((n, 3)) < missing
+    for j, c in enumerate(labels.columns): labels.loc[drop[:, j], c] = None
+    return FlowDataset(flow, {'features': torch.from_numpy(x)}, labels)
+
+
+FLOW = toy_flow()
+TRAIN, VALID = toy_data(FLOW, 512, seed=0), toy_data(FLOW, 256, seed=1)
+
+
+def make_trainer(epochs=3, lr=0.05, batch_size=64, opt=torch.optim.Adam, model=None, **kwargs):
+    if model is None:
+        seed_everything(0)
+        model = FLOW.torch(in_features={'features': 8})
+    kwargs.setdefault('progress', False)
+    return Trainer(model, FLOW.get_loss(), opt(model.parameters(), lr=lr), TRAIN.loader(batch_size, shuffle=True),
+                   VALID.loader(100), flow=FLOW, epochs=epochs, **kwargs)
+
+
+def whole(ds):
+    return ds[list(range(len(ds)))]
+
+
+def test_learns_and_metrics_improve():
+    h = make_trainer(epochs=8).fit()
+    assert h['valid_loss'][-1] < 0.5 * h['valid_loss'][0]
+    assert h['train_loss'][-1] < h['train_loss'][0]
+    for p, m in [('is_positive', 'accuracy'), ('is_positive', 'f1_score'), ('kind', 'accuracy_1')]:
+        assert h[f'valid/{p}/{m}'][-1] > h[f'valid/{p}/{m}'][0], (p, m)
+    assert h['valid/is_positive/accuracy'][-1] > 0.93
+    assert h['valid/size/mean_absolute_error'][-1] < h['valid/size/mean_absolute_error'][0]
+
+
+def test_epoch_losses_are_true_count_averages():
+    "With lr=0 the weights never move, so the training epoch's losses are those of the whole set as one batch."
+    seed_everything(0)
+    model = FLOW.torch(in_features={'features': 8})
+    crit = FLOW.get_loss(weights={'size': 3.0})
+    t = Trainer(model, crit, torch.optim.SGD(model.parameters(), lr=0.0), TRAIN.loader(96, shuffle=True),
+                VALID.loader(70), flow=FLOW, epochs=1, progress=False)
+    rec = t.fit().records[0]
+    for ds, prefix in [(TRAIN, 'train'), (VALID, 'valid')]:
+        x, y = whole(ds)
+        model.train(prefix == 'train')
+        with torch.no_grad(): ref = crit.breakdown(model(x), y)
+        for p in FLOW.graph.paths:  # brute force: sum over every counted sample / their count
+            mask = ref.mask[p]
+            brute = ref.per_sample[p][mask].sum().item() / mask.sum().item()
+            assert rec[f'{prefix}/{p}/loss'] == pytest.approx(brute, rel=1e-6)
+        assert rec[f'{prefix}_loss'] == pytest.approx(ref.total.item(), rel=1e-6)
+    # any batching gives the same epoch losses; the mean of batch means does not: put each task's 10 worst
+    # samples in a first batch and the rest in a second
+    x, y = whole(VALID)
+    model.eval()
+    with torch.no_grad(): ref = crit.breakdown(model(x), y)
+    for p in FLOW.graph.paths:
+        order = torch.argsort(ref.per_sample[p], descending=True).tolist()
+        loader = [VALID[order[:10]], VALID[order[10:]]]
+        rec = t.validate(loader)
+        brute = ref.per_sample[p].sum().item() / ref.mask[p].sum().item()
+        assert rec[f'valid/{p}/loss'] == pytest.approx(brute, rel=1e-6)
+        with torch.no_grad(): batch_means = [crit.breakdown(model(bx), by).per_task[p].item() for bx, by in loader]
+        assert np.mean(batch_means) > 1.2 * brute, p
+
+
+def test_epoch_loss_handles_a_task_with_no_sample():
+    crit = FLOW.get_loss()
+    x, y = VALID[list(range(8))]
+    y = {**y, 'size': torch.full_like(y['size'], float('nan'))}
+    model = FLOW.torch(in_features={'features': 8})
+    acc = EpochLoss()
+    with torch.no_grad():
+        bd = crit.breakdown(model(x), y)
+    acc.update(bd, bd.total, 8)
+    total, losses, counts = acc.compute(crit.weights)
+    assert np.isnan(losses['size']) and counts['size'] == 0
+    assert total == pytest.approx(losses['is_positive'] + losses['kind'], rel=1e-6)
+
+
+def regression_flow():
+    project = Project([RegressionTask('a'), BoundedRegressionTask('b', -3, 3)])
+
+    @project.add_flow
+    def reg(flow, x, out):
+        out += flow.a(x.features)
+        out += flow.b(x.features)
+        return out
+    return reg
+
+
+@pytest.mark.parametrize('k,b,n', [(3, 4, 12), (3, 4, 24), (2, 5, 30)])
+def test_grad_accumulation_equals_one_large_batch(k, b, n):
+    "k batches of b with accumulation == one batch of k*b (plain SGD, every label present so counts are equal)."
+    flow = regression_flow()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 5, generator=g)
+    labels = pd.DataFrame({'a': (x[:, 0] * 2 + 1).numpy().astype(np.float64), 'b': x[:, 1].tanh().numpy() * 2.5})
+    ds = FlowDataset(flow, {'features': x}, labels)
+    torch.manual_seed(0)
+    base = flow.torch(in_features={'features': 5})
+    runs = {}
+    for name, batch, steps in [('accum', b, k), ('large', k * b, 1)]:
+        model = copy.deepcopy(base)
+        t = Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.1), ds.loader(batch),
+                    flow=flow, epochs=2, grad_accum_steps=steps, progress=False, train_metrics=False)
+        t.fit()
+        runs[name] = model.state_dict()
+    for key, v in runs['large'].items():
+        torch.testing.assert_close(runs['accum'][key], v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(runs['large']['heads.a.weight'], base.state_dict()['heads.a.weight'])
+
+
+def test_grad_accumulation_short_last_group():
+    "10 batches with k=4: groups of 4, 4 and 2; the last group's batches are divided by 2, not 4."
+    flow = regression_flow()
+    x = torch.randn(10, 5, generator=torch.Generator().manual_seed(2))
+    labels = pd.DataFrame({'a': x[:, 0].numpy().astype(np.float64), 'b': x[:, 1].tanh().numpy()})
+    ds = FlowDataset(flow, {'features': x}, labels)
+    torch.manual_seed(0)
+    base = flow.torch(in_features={'features': 5})
+    runs = {}
+    for name, batch, steps in [('accum', 1, 4), ('large', None, 1)]:
+        model = copy.deepcopy(base)
+        # the reference: the same three groups, each as one batch
+        loader = ds.loader(1) if batch else [ds[list(range(0, 4))], ds[list(range(4, 8))], ds[[8, 9]]]
+        t = Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.1), loader, flow=flow,
+                    epochs=1, grad_accum_steps=steps, progress=False, train_metrics=False)
+        t.fit()
+        runs[name] = model.state_dict()
+    for key, v in runs['large'].items():
+        torch.testing.assert_close(runs['accum'][key], v, rtol=1e-5, atol=1e-6)
+
+
+class GradNorms(Callback):
+    def on_fit_start(self, trainer): self.after, self.before = [], []
+    def on_batch_end(self, trainer, step, outputs, targets, loss_breakdown):
+        grads = [q.grad for q in trainer.model.parameters() if q.grad is not None]
+        self.after.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(gr) for gr in grads])).item())
+        self.before.append(trainer.last_grad_norm.item())
+
+
+def test_clipping_bounds_the_grad_norm():
+    norms = GradNorms()
+    make_trainer(epochs=1, clip_grad_norm=0.05, callbacks=[norms]).fit()
+    assert max(norms.after) <= 0.05 * (1 + 1e-5)
+    assert min(norms.before) > 0.05  # clipping did act
+    unclipped = GradNorms()
+    make_trainer(epochs=1, callbacks=[unclipped], clip_grad_norm=1e9).fit()
+    assert max(unclipped.after) > 0.05
+
+
+def test_seeding_makes_runs_identical():
+    class Dropout(nn.Module):  # randomness inside the model too
+        def __init__(self): super().__init__(); self.drop = nn.Dropout(0.3)
+        def forward(self, x): return self.drop(x)
+
+    def run():
+        seed_everything(123)
+        net = FlowNet(Dropout(), FLOW.torch(in_features={'features': 8}), input_key='features', output_key='features')
+        t = make_trainer(epochs=3, model=net, seed=7)
+        h = t.fit()
+        return h, {k: v.clone() for k, v in net.state_dict().items()}
+    (h1, s1), (h2, s2) = run(), run()
+    pd.testing.assert_frame_equal(h1.to_frame(), h2.to_frame())
+    for k in s1: assert torch.equal(s1[k], s2[k]), k
+    # and a different seed differs
+    seed_everything(123)
+    net = FlowNet(Dropout(), FLOW.torch(in_features={'features': 8}), input_key='features', output_key='features')
+    h3 = make_trainer(epochs=3, model=net, seed=8).fit()
+    assert h3['train_loss'] != h1['train_loss']
+
+
+def test_bf16_autocast_on_cpu():
+    logits_dtypes = []
+
+    class Dtypes(Callback):
+        def on_batch_end(self, trainer, step, outputs, targets, bd): logits_dtypes.append(outputs['logits']['kind'].dtype)
+    h = make_trainer(epochs=4, amp_dtype=torch.bfloat16, callbacks=[Dtypes()]).fit()
+    assert set(logits_dtypes) == {torch.bfloat16}
+    assert all(np.isfinite(h['train_loss'])) and all(np.isfinite(h['valid_loss']))
+    assert h['valid_loss'][-1] < h['valid_loss'][0]
+    assert h['valid/is_positive/accuracy'][-1] > 0.8
+
+
+def test_fp16_without_cuda_has_no_scaler():
+    t = make_trainer(epochs=1, amp_dtype=torch.float16)
+    assert not t.scaler.is_enabled()
+    with pytest.raises(ValueError, match='amp_dtype'):
+        make_trainer(amp_dtype=torch.float32)
+
+
+def test_freezing_keeps_frozen_params():
+    seed_everything(0)
+    backbone = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+    net = FlowNet(backbone, FLOW.torch(in_features={'features': 16}), input_key='features')
+    net.freeze(backbone=True, tasks=['size'])
+    before = copy.deepcopy(net.state_dict())
+    opt = torch.optim.AdamW(net.param_groups(0.05), weight_decay=0.1)
+    Trainer(net, FLOW.get_loss(), opt, TRAIN.loader(64), flow=FLOW, epochs=2, progress=False).fit()
+    for k, v in net.state_dict().items():
+        frozen = k.startswith('backbone') or 'heads.size' in k
+        assert torch.equal(v, before[k]) == frozen, k
+    net.unfreeze(backbone=True, tasks=['size'])
+    Trainer(net, FLOW.get_loss(), opt, TRAIN.loader(64), flow=FLOW, epochs=1, progress=False).fit()
+    assert not torch.equal(net.state_dict()['backbone.0.weight'], before['backbone.0.weight'])
+
+
+def test_param_groups_set_each_lr():
+    seed_everything(0)
+    net = FlowNet(nn.Linear(8, 16), FLOW.torch(in_features={'features': 16}), input_key='features')
+    opt = torch.optim.SGD(net.param_groups(1.0, backbone_lr=0.1, task_lr={'kind': 0.01}), lr=123.0)
+    lrs = {name: g['lr'] for g in opt.param_groups for name in [g['name']]}
+    assert lrs == {'backbone': 0.1, 'heads': 1.0, 'kind': 0.01}
+    by_param = {id(q): g['lr'] for g in opt.param_groups for q in g['params']}
+    for name, q in net.named_parameters():
+        want = 0.1 if name.startswith('backbone') else 0.01 if 'heads.kind' in name else 1.0
+        assert by_param[id(q)] == want, name
+
+
+def test_early_stopping_on_valid_loss_and_checkpoint(tmp_path):
+    class Scripted(Callback):
+        def on_epoch_end(self, trainer, epoch, record): record['valid_loss'] = [4, 3, 3, 2, 2.5, 2.1, 9, 9][epoch]
+    snaps = []
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer, epoch, record): snaps.append(copy.deepcopy(trainer.model.state_dict()))
+    path = tmp_path / 'best.pt'
+    t = make_trainer(epochs=8, callbacks=[Scripted(), Snap()], early_stopping_patience=3, checkpoint_path=path)
+    h = t.fit()
+    assert (len(h), h.best_epoch, h.stopped_early) == (7, 3, True)
+    fresh = FLOW.torch(in_features={'features': 8})
+    ckpt = load_checkpoint(fresh, path)
+    assert ckpt['epoch'] == 3
+    for k, v in fresh.state_dict().items(): assert torch.equal(v, snaps[3][k]), k
+    # restore_best=False leaves the last epoch's weights in the model
+    for k, v in t.model.state_dict().items(): assert torch.equal(v, snaps[-1][k]), k
+
+
+def test_reduce_on_plateau_gets_the_monitor():
+    seed_everything(0)
+    model = FLOW.torch(in_features={'features': 8})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode='max', patience=0, factor=0.5)
+
+    class Scripted(Callback):
+        def on_epoch_end(self, trainer, epoch, record): record['score'] = [1, 1, 1, 2][epoch]
+    t = Trainer(model, FLOW.get_loss(), opt, TRAIN.loader(256), flow=FLOW, epochs=4, scheduler=sched,
+                monitor='score', callbacks=[Scripted()], progress=False)
+    h = t.fit()
+    assert h['lr/0'] == [0.1, 0.1, 0.05, 0.025]
+
+
+def test_progress_bar_and_summary_lines(capsys):
+    make_trainer(epochs=2, log_every=2, progress=True).fit()
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert 'epoch 0: train_loss=' in text and 'epoch 1: train_loss=' in text and 'valid_loss=' in text
+
+
+def test_criterion_without_breakdown():
+    seed_everything(0)
+    model = FLOW.torch(in_features={'features': 8})
+    loss = FLOW.get_loss()
+    t = Trainer(model, lambda out, y: loss(out, y), torch.optim.SGD(model.parameters(), lr=0.1), TRAIN.loader(64),
+                VALID.loader(64), flow=FLOW, epochs=2, progress=False)
+    h = t.fit()
+    assert 'valid/kind/loss' not in h.records[0] and np.isfinite(h['valid_loss']).all()
+    assert 'valid/kind/accuracy_1' in h.records[0]
