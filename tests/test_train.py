@@ -12,8 +12,10 @@ import dnn_cool.losses  # noqa: F401  (flow.get_loss)
 import dnn_cool.module  # noqa: F401  (flow.torch)
 from dnn_cool.data import FlowDataset
 from dnn_cool.flow import Project
-from dnn_cool.tasks import BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, RegressionTask
-from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, seed_everything
+from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
+                            MultilabelClassificationTask, RegressionTask)
+from dnn_cool.train import (Callback, EpochLoss, FlowNet, Trainer, decoder_thresholds, load_checkpoint,
+                            seed_everything)
 
 
 def toy_flow():
@@ -304,3 +306,37 @@ def test_criterion_without_breakdown():
     h = t.fit()
     assert 'valid/kind/loss' not in h.records[0] and np.isfinite(h['valid_loss']).all()
     assert 'valid/kind/accuracy_1' in h.records[0]
+
+
+def test_keyboard_interrupt_keeps_history_and_restores_best():
+    class Interrupt(Callback):
+        def on_batch_end(self, trainer, step, outputs, targets, bd):
+            if trainer.epoch == 2: raise KeyboardInterrupt
+    ended = []
+
+    class End(Callback):
+        def on_fit_end(self, trainer): ended.append(True)
+    snaps = []
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer, epoch, record): snaps.append(copy.deepcopy(trainer.model.state_dict()))
+    t = make_trainer(epochs=5, callbacks=[Interrupt(), End(), Snap()], restore_best=True)
+    h = t.fit()
+    assert len(h) == 2 and h.stopped_early and ended == [True]
+    for k, v in t.model.state_dict().items(): assert torch.equal(v, snaps[h.best_epoch][k]), k
+
+
+def test_checkpoint_thresholds_load_back_into_the_decoder():
+    import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
+    project = Project([BinaryClassificationTask('a', threshold=0.3),
+                       MultilabelClassificationTask('m', num_labels=3, threshold=0.7),
+                       MultilabelClassificationTask('q', num_labels=2, threshold=[0.2, 0.9]), RegressionTask('r')])
+
+    @project.add_flow
+    def f(flow, x, out):
+        for name in ('a', 'm', 'q', 'r'): out += getattr(flow, name)(x.features)
+        return out
+    got = decoder_thresholds(f)
+    assert got == {'a': 0.3, 'm': [0.7, 0.7, 0.7], 'q': [0.2, 0.9]}
+    assert got == f.get_decoder().thresholds()
+    f.get_decoder().load_thresholds(got)
