@@ -22,6 +22,7 @@ def render() -> str:
         if cell.cell_type == 'code': cell.source = '\n'.join(l for l in lines if not l.lstrip().startswith('#|'))
         cells.append(cell)
     nb.cells = cells
+    nb.metadata['language_info'] = {'name': 'python'}  # fenced code blocks tagged as python
     body, _ = MarkdownExporter(exclude_output=False).from_notebook_node(nb)
     text = body.strip() + '\n'
     return '<!-- Generated from nbs/index.ipynb by .ci/render_readme.py: edit the notebook, not this file. -->\n\n' + text

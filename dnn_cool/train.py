@@ -51,7 +51,7 @@ def to_device(obj, device: torch.device | str, non_blocking: bool = False):
     if isinstance(obj, tuple) and not hasattr(obj, '_fields'): return tuple(to_device(v, device, non_blocking) for v in obj)
     return obj
 
-# %% ../nbs/07_train.ipynb #f3364173
+# %% ../nbs/07_train.ipynb #0cac7bef
 class FlowNet(nn.Module):
     "A backbone joined to a `FlowModule`: `batch[input_key]` -> backbone -> features -> every task head."
     def __init__(self, backbone: nn.Module | None,  # `batch[input_key]` -> a tensor or a dict of feature tensors; None: no backbone
@@ -64,6 +64,8 @@ class FlowNet(nn.Module):
         self.backbone, self.flow_module = backbone, flow_module
         self.input_key, self.output_key = input_key, output_key
 
+    @property
+    def flow(self) -> TaskFlow: return self.flow_module.flow
     @property
     def graph(self) -> FlowGraph: return self.flow_module.graph
 
@@ -274,7 +276,7 @@ def _optimizer_step(self: Trainer):
 
 def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 
-# %% ../nbs/07_train.ipynb #dc160be6
+# %% ../nbs/07_train.ipynb #ef1723a4
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
@@ -308,7 +310,7 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
              prefix: str = 'valid') -> dict:
     "Losses and metrics of the model in eval mode over `loader`, as record entries under `prefix`."
     loader = self.valid_loader if loader is None else loader
-    self.model.eval()
+    self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
     for x, y in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
