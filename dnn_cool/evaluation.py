@@ -165,12 +165,7 @@ def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowM
     _for_each_batch(source, loader, device, update)
     return metrics, flow
 
-# %% ../nbs/08_evaluation.ipynb #477ede6a
-def _samples_used(metric, metric_name: str) -> int:
-    "Samples behind one metric value: subset accuracy only counts samples with every label present."
-    if metric_name == 'subset_accuracy' and hasattr(metric, 'n_complete'): return int(metric.n_complete)
-    return metric.num_samples
-
+# %% ../nbs/08_evaluation.ipynb #ce442270
 def evaluate(model,  # a module containing a FlowModule, or `Predictions`
              loader: Iterable | None = None,  # batches `(x, y)`; not needed with Predictions
              flow: TaskFlow | None = None,  # default: the model's (or the predictions') flow
@@ -180,9 +175,7 @@ def evaluate(model,  # a module containing a FlowModule, or `Predictions`
              ) -> pd.DataFrame:
     "One row per task and metric: `task_path, metric_name, metric_res, num_samples`."
     metrics, _ = _source_metrics(model, loader, flow, mode, detailed, device)
-    df = metrics.to_frame()
-    df['num_samples'] = [_samples_used(metrics.metrics[p], m) for p, m in zip(df.task_path, df.metric_name)]
-    return df
+    return metrics.to_frame()
 
 # %% ../nbs/08_evaluation.ipynb #e0a7451b
 def confusion_matrices(predictions,  # `Predictions`, or a model (then pass `loader`)

@@ -96,7 +96,7 @@ def regression_scores(
     scores['r2_score'] = torch.where(n >= 2, r2, torch.full_like(r2, float('nan')))
     return {k: nan_if_empty(v, n) for k, v in scores.items()}
 
-# %% ../nbs/01_metrics.ipynb #47b796cf
+# %% ../nbs/01_metrics.ipynb #3415ec8d
 class TaskMetric:
     "Base of the streaming task metrics: additive statistics on device; `update` never syncs, `compute` syncs once."
     def __init__(self, name: str | None = None):  # task path, named in error messages
@@ -140,6 +140,10 @@ class TaskMetric:
     def num_samples(self) -> int:
         "Samples counted since the last `reset` (one host sync)."
         return int(self.n)
+
+    def samples_behind(self, metric_name: str) -> int:
+        "Samples that `metric_name`'s value was computed on (`num_samples` unless a subclass counts fewer)."
+        return self.num_samples
 
     def merge(self, other: TaskMetric) -> TaskMetric:
         "Add `other`'s statistics to this metric's (another replica, another split); returns `self`."
@@ -277,7 +281,7 @@ class ClassificationMetrics(TaskMetric):
         "The (C, C) counts, rows = true class, as sklearn's `confusion_matrix(..., labels=range(C))`."
         return self.confusion.cpu().numpy()
 
-# %% ../nbs/01_metrics.ipynb #af1efb96
+# %% ../nbs/01_metrics.ipynb #e2061724
 class MultilabelMetrics(TaskMetric):
     "Subset accuracy and macro F1, precision and recall of a multilabel task (optionally per label)."
     def __init__(self,
@@ -314,6 +318,10 @@ class MultilabelMetrics(TaskMetric):
         self.n += known.any(1).sum()
         self.n_complete += complete.sum()
         self.n_exact += (complete & (predicted == true).all(1)).sum()
+
+    def samples_behind(self, metric_name):
+        "Subset accuracy is computed on the samples with every label known; the other scores on all counted samples."
+        return int(self.n_complete) if metric_name == 'subset_accuracy' else self.num_samples
 
     def scores(self) -> dict[str, Tensor]:
         per_label = precision_recall_f1(self.tp, self.fp, self.fn)  # (L,) each
