@@ -283,7 +283,7 @@ class Project:
     def __getitem__(self, name): return {**self.tasks, **self.flows}[name]
     def __repr__(self): return f'Project(tasks={list(self.tasks)}, flows={list(self.flows)})'
 
-# %% ../nbs/03_flow.ipynb #43dbe214
+# %% ../nbs/03_flow.ipynb #ced94e42
 def precondition_masks(graph: FlowGraph,
                        truth: Mapping[str, torch.Tensor],  # path -> (bs,) bool, for every precondition task
                        known: Mapping[str, torch.Tensor] | None = None,  # path -> (bs,) bool; None: all known
@@ -307,7 +307,7 @@ def precondition_masks(graph: FlowGraph,
         masks[node.path] = mask
     return masks
 
-# %% ../nbs/03_flow.ipynb #cd385583
+# %% ../nbs/03_flow.ipynb #4f62a762
 def _task_kind(task) -> str:
     return type(task).__name__.replace('ClassificationTask', 'Classification').replace('RegressionTask', 'Regression')
 

@@ -1,0 +1,27 @@
+"""The `dnn_cool` command: `python -m dnn_cool demo` end to end at a miniature size, and `--help`."""
+import subprocess
+import sys
+
+
+def test_help_lists_demo_flags():
+    out = subprocess.run([sys.executable, '-m', 'dnn_cool', 'demo', '--help'], capture_output=True, text=True, check=True)
+    for flag in ('--n-train', '--epochs', '--log-dir', '--no-progress'):
+        assert flag in out.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    cmd = [sys.executable, '-m', 'dnn_cool', 'demo', '--n-train', '200', '--n-valid', '100', '--n-test', '100',
+           '--epochs', '1', '--width', '8', '--no-progress', '--log-dir', str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for expected in ('Tuned thresholds', 'task_path', 'metric_name', 'metric_res', 'num_samples',
+                     'Tree explanations', 'inp ', 'camera_blocked | decoded:', 'Walkthrough finished'):
+        assert expected in text, expected
+    assert (tmp_path / 'thresholds.json').exists() and (tmp_path / 'model.pt').exists()
+    assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.rglob('*'))
+
+
+def test_unknown_command_fails():
+    out = subprocess.run([sys.executable, '-m', 'dnn_cool', 'train'], capture_output=True, text=True)
+    assert out.returncode == 2 and 'invalid choice' in out.stderr
