@@ -6,7 +6,7 @@ __version__ = "0.5.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #e0f1a761
+# %% ../nbs/90_api.ipynb #84bba00f
 from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, RegressionMetrics,
                               TaskMetric, TokenClassificationMetrics)
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, Decoder, ITask,
@@ -18,3 +18,10 @@ from .losses import FlowLoss, LossBreakdown
 from .flow_metrics import FlowMetrics
 from .data import FlowDataset, concat_datasets, tasks_from_dataframe
 from .synthetic import make_synthetic, synthetic_project
+from .train import Callback, EarlyStopping, Checkpoint, FlowNet, History, Trainer, seed_everything
+from .evaluation import Predictions, collect_predictions, confusion_matrices, evaluate, predict, predict_records
+from .tuning import ThresholdResult, tune_multilabel, tune_threshold
+from .decoder import FlowDecoder, tuning_table
+from .explain import ExplanationNode, explain, explain_batch, render_text
+from .interpret import best_worst_inputs
+from .tensorboard import TensorBoardLogger
