@@ -27,14 +27,15 @@ from .train import FlowNet, Trainer, seed_everything
 # %% auto #0
 __all__ = ['SyntheticBackbone', 'WalkthroughConfig', 'WalkthroughResult', 'check_targets', 'run_walkthrough']
 
-# %% ../nbs/12_demo.ipynb #cffe2619
+# %% ../nbs/12_demo.ipynb #dd4cd215
 class SyntheticBackbone(nn.Module):
     "`(bs, 3, 64, 64)` uint8 images -> `(bs, out_features)` features."
     def __init__(self, width: int = 32,  # channels of the first block (doubled in the last two)
                  out_features: int = 256):
         super().__init__()
+        if width % 8: raise ValueError(f"width must be a multiple of 8 (group norm uses 8 groups), got {width}")
         def block(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.ReLU(), nn.MaxPool2d(2))
         self.out_features = out_features
         self.net = nn.Sequential(block(3, width), block(width, width), block(width, 2 * width),
                                  block(2 * width, 2 * width),  # (bs, 2w, 4, 4)
