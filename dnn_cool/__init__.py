@@ -6,7 +6,7 @@ __version__ = "0.5.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #84bba00f
+# %% ../nbs/90_api.ipynb #df6cdf36
 from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, RegressionMetrics,
                               TaskMetric, TokenClassificationMetrics)
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, Decoder, ITask,
@@ -25,3 +25,6 @@ from .decoder import FlowDecoder, tuning_table
 from .explain import ExplanationNode, explain, explain_batch, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger
+
+# `from dnn_cool import *` (common in notebooks) brings every class and function above, and no submodule
+__all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and callable(v))

@@ -178,7 +178,7 @@ def _is_missing(a) -> bool:
     try: return bool(pd.isna(a))
     except (TypeError, ValueError): return False
 
-# %% ../nbs/02_tasks.ipynb #3472b833
+# %% ../nbs/02_tasks.ipynb #6dd744c1
 class ClassificationTask(Task):
     "Softmax activation, decoder sorting classes by score, cross entropy; targets are class ids, -1 when missing."
     def __init__(self, name: str, num_classes: int | None = None, labels: Sequence[str] | None = None,
@@ -205,6 +205,9 @@ class ClassificationTask(Task):
             unknown = set(v.dropna()) - set(index)
             if unknown: raise ValueError(f"task '{self.name}': unknown classes {sorted(map(str, unknown))[:5]}; known: {list(self.labels)}")
             return torch.tensor([-1 if _is_missing(a) else index[a] for a in v], dtype=torch.long)
+        if not pd.api.types.is_numeric_dtype(v.dtype) and v.dropna().map(lambda a: isinstance(a, str)).any():
+            raise ValueError(f"task '{self.name}': labels are names ({v.dropna().iloc[0]!r}, ...) but the task has no "
+                             f"class names: pass labels=[...] to ClassificationTask")
         arr = pd.to_numeric(v, errors='raise').astype('Float64').fillna(-1).to_numpy('float64')
         if ((arr != np.round(arr)) | (arr >= self.num_classes) | ((arr < 0) & (arr != -1))).any():
             raise ValueError(f"task '{self.name}': class ids must be integers in [0, {self.num_classes})")
