@@ -91,7 +91,7 @@ class ITask(ABC):
     def label_names(self) -> list[str] | None: return None
     def __repr__(self): return f"{type(self).__name__}(name='{self.name}')"
 
-# %% ../nbs/02_tasks.ipynb #569ebee8
+# %% ../nbs/02_tasks.ipynb #1267becc
 @dataclass(repr=False, eq=False)
 class Task(ITask):
     "A task from plain fields: the original README's dataclass, with shapes made explicit."
@@ -129,7 +129,8 @@ class Task(ITask):
         if target.is_floating_point(): return torch.nan_to_num(target, nan=self.fill_value)
         return target.clamp_min(0)
     def sample_losses(self, logits, target): return self.per_sample_loss(logits, self.fill_missing(target))
-    def encode(self, values): return torch.as_tensor(pd.to_numeric(values, errors='raise').astype('float64').to_numpy(np.float32, na_value=np.nan))
+    def encode(self, values):  # torch.tensor copies: pandas may hand out read-only arrays (copy-on-write)
+        return torch.tensor(pd.to_numeric(values, errors='raise').astype('float64').to_numpy(np.float32, na_value=np.nan))
     def make_metrics(self, detailed=False):
         if self.metrics is None: return None
         return self.metrics(detailed=True) if detailed else self.metrics()
@@ -149,7 +150,7 @@ class _LinearHead(nn.Linear):
         y = super().forward(x)  # (bs, ..., prod(out_shape))
         return y.squeeze(-1) if self.out_shape == () else y.unflatten(-1, self.out_shape)
 
-# %% ../nbs/02_tasks.ipynb #53ebe507
+# %% ../nbs/02_tasks.ipynb #0d5630c6
 class BinaryClassificationTask(Task):
     "Sigmoid activation, thresholding decoder, binary cross entropy; targets are 0/1 floats, NaN when missing."
     def __init__(self, name: str, inputs: int | None = None, module: nn.Module | None = None,
@@ -167,7 +168,7 @@ class BinaryClassificationTask(Task):
         arr = v.to_numpy(np.float32, na_value=np.nan)
         bad = ~np.isnan(arr) & (arr != 0) & (arr != 1)
         if bad.any(): raise ValueError(f"task '{self.name}': binary labels must be 0/1 or bool, got {arr[bad][:5].tolist()}")
-        return torch.from_numpy(arr)
+        return torch.tensor(arr)  # a copy: `arr` may be a read-only view of pandas' data
     def truth(self, target): return target > 0.5  # (bs,) bool; meaningless where missing (masked by `available`)
     def decoded_truth(self, decoded): return decoded  # the decoder already returns booleans
 

@@ -64,3 +64,47 @@ def test_masked_language_modelling_trains_and_evaluates():
 
     preds = predict(model, ds.loader(100), text_flow)
     assert len(preds) == n and {'has_text', 'mlm'} <= set(preds.columns)
+
+
+class CountTask(__import__('dnn_cool').ITask):
+    "A custom ITask subclass (as in nbs/02_tasks.ipynb): Poisson counts."
+    def __init__(self, name): self.name = name
+    def make_head(self, in_features): return nn.Linear(in_features, 1)
+    def activate(self, logits): return logits.squeeze(-1).exp()
+    def decode(self, activated): return activated.round()
+    def sample_losses(self, logits, target):
+        return nn.functional.poisson_nll_loss(logits.squeeze(-1), torch.nan_to_num(target), log_input=True, reduction='none')
+    def available(self, target): return ~torch.isnan(target)
+    def encode(self, values): return torch.tensor(pd.to_numeric(values).to_numpy(np.float32, na_value=np.nan))
+    def make_metrics(self, detailed=False):
+        from dnn_cool.metrics import RegressionMetrics
+        return RegressionMetrics()
+
+
+def test_custom_itask_subclass_trains_behind_a_precondition():
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    feats = torch.randn(n, 4, generator=g)
+    present = feats[:, 0] > 0
+    counts = torch.poisson(torch.exp(0.8 * feats[:, 1] + 0.5), generator=g)
+    labels = pd.DataFrame({'present': present.numpy(), 'n_people': torch.where(present, counts, float('nan')).numpy()})
+    project = Project([BinaryClassificationTask('present'), CountTask('n_people')])
+
+    @project.add_flow
+    def people(flow, x, out):
+        out += flow.present(x.f)
+        out += flow.n_people(x.f) | out.present
+        return out
+
+    ds = FlowDataset(people, {'f': feats}, labels)
+    model = people.torch(in_features={'f': 4})
+    Trainer(model, people.get_loss(), torch.optim.Adam(model.parameters(), lr=0.05), ds.loader(100, shuffle=True),
+            flow=people, epochs=30, progress=False, seed=0).fit()
+    table = evaluate(model, ds.loader(200), people).set_index(['task_path', 'metric_name'])
+    assert table.loc[('n_people', 'mean_absolute_error'), 'num_samples'] == int(present.sum())
+    model.eval()
+    with torch.no_grad():
+        rate = model({'f': feats})['activated']['n_people']
+    # the fitted rate follows the true one on the samples that trained it (independent reference: the generator)
+    true_rate = torch.exp(0.8 * feats[:, 1] + 0.5)
+    assert torch.corrcoef(torch.stack([rate[present], true_rate[present]]))[0, 1] > 0.95
