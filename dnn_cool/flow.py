@@ -283,7 +283,7 @@ class Project:
     def __getitem__(self, name): return {**self.tasks, **self.flows}[name]
     def __repr__(self): return f'Project(tasks={list(self.tasks)}, flows={list(self.flows)})'
 
-# %% ../nbs/03_flow.ipynb #ced94e42
+# %% ../nbs/03_flow.ipynb #c2fa28e5
 def precondition_masks(graph: FlowGraph,
                        truth: Mapping[str, torch.Tensor],  # path -> (bs,) bool, for every precondition task
                        known: Mapping[str, torch.Tensor] | None = None,  # path -> (bs,) bool; None: all known
@@ -295,12 +295,15 @@ def precondition_masks(graph: FlowGraph,
         batch_size, device = first.shape[0], first.device
     always = torch.ones(batch_size, dtype=torch.bool, device=device)
     masks: dict[str, torch.Tensor] = {}
+    leaves: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # each referenced task's (is_true, is_false), once
     def leaf(path):
+        if path in leaves: return leaves[path]
         if path not in truth:
             raise KeyError(f"flow '{graph.name}': the ground truth of precondition '{path}' is missing from the batch "
                            f"(batch['gt']['value'] needs {graph.precondition_paths})")
         v, k = truth[path], masks[path] if known is None else masks[path] & known[path]
-        return k & v, k & ~v  # (bs,), (bs,)
+        leaves[path] = k & v, k & ~v  # (bs,), (bs,)
+        return leaves[path]
     for node in graph.nodes:
         mask = always
         for cond in node.conditions: mask = mask & evaluate_condition(cond, leaf)[0]
