@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import f1_score
 
 import dnn_cool.module  # noqa: F401  (adds flow.torch())
+from conftest import known, walkthrough_features
 from dnn_cool.data import FlowDataset
 from dnn_cool.decoder import FlowDecoder, tuned_thresholds, tuning_table
 from dnn_cool.evaluation import collect_predictions, evaluate
@@ -22,13 +23,8 @@ SHIRT = 'person_regression.body_regression.shirt_type'
 @pytest.fixture
 def setup():
     "A fresh walkthrough flow (its own task objects, so thresholds start at 0.5) with informative random scores."
-    flow = synthetic_project().flows['full_flow']
-    data = make_synthetic(800, seed=4)
-    g = torch.Generator().manual_seed(0)
-    ds = FlowDataset(flow, {'features': torch.randn(len(data), 16, generator=g)}, data.labels)
+    flow, ds = walkthrough_features(800, seed=4, features=16, partial_rows=12)
     fc = ds.targets[FACIAL]
-    rows = np.flatnonzero(~fc[:, 0].isnan().numpy())[:12]
-    fc[rows, np.arange(len(rows)) % 3] = float('nan')  # some labels missing one by one
     # Let feature i lean towards task i's label, so the tuned thresholds are not trivial.
     feats = ds.inputs['features']
     for i, p in enumerate(BOOL_TASKS):
@@ -46,17 +42,13 @@ def setup():
     return flow, ds, model, preds
 
 
-def _known(a, value):
-    return ~np.isnan(a) & (a == float(value))
-
-
 def gt_masks(preds) -> dict:
     "Ground-truth precondition masks of the walkthrough, by hand with numpy."
     t = {p: preds.targets[p].numpy() for p in BOOL_TASKS}
-    door = _known(t['camera_blocked'], False)
-    person_q = door & _known(t['door_open'], True)
-    return dict(camera_blocked=np.ones(len(preds), bool), door_open=door, door_locked=door & _known(t['door_open'], False),
-                person_present=person_q, **{FACIAL: person_q & _known(t['person_present'], True)})
+    door = known(t['camera_blocked'], False)
+    person_q = door & known(t['door_open'], True)
+    return dict(camera_blocked=np.ones(len(preds), bool), door_open=door, door_locked=door & known(t['door_open'], False),
+                person_present=person_q, **{FACIAL: person_q & known(t['person_present'], True)})
 
 
 def by_hand(preds, objective='f1', **kw) -> dict:

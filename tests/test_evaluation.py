@@ -10,6 +10,7 @@ from sklearn.metrics import (accuracy_score, f1_score, mean_absolute_error, mean
                              r2_score, recall_score, top_k_accuracy_score)
 
 import dnn_cool.module  # noqa: F401  (adds flow.torch())
+from conftest import known, walkthrough_features
 from dnn_cool.data import FlowDataset
 from dnn_cool.evaluation import (Predictions, collect_predictions, confusion_matrices, evaluate, predict,
                                  predict_records)
@@ -26,13 +27,7 @@ BOXES = [f'{FACE}.{c}' for c in ('face_x1', 'face_y1', 'face_w', 'face_h')] + \
 @pytest.fixture(scope='module')
 def setup():
     "The walkthrough flow on 600 random feature vectors, some facial labels missing one by one, an untrained model."
-    flow = synthetic_project().flows['full_flow']
-    data = make_synthetic(600, seed=3)
-    g = torch.Generator().manual_seed(0)
-    ds = FlowDataset(flow, {'features': torch.randn(len(data), 8, generator=g)}, data.labels)
-    fc = ds.targets[FACIAL]
-    rows = np.flatnonzero(~fc[:, 0].isnan().numpy())[:10]
-    fc[rows, np.arange(len(rows)) % 3] = float('nan')  # per-label missing on 10 otherwise labelled samples
+    flow, ds = walkthrough_features(600, seed=3, features=8, partial_rows=10)
     torch.manual_seed(0)
     model = flow.torch(in_features={'features': 8})
     with torch.no_grad():
@@ -42,19 +37,15 @@ def setup():
     return flow, ds, model, preds
 
 
-def _known(a: np.ndarray, value: bool) -> np.ndarray:
-    return ~np.isnan(a) & (a == float(value))
-
-
 def reference_masks(preds: Predictions, mode: str) -> dict[str, np.ndarray]:
     "The walkthrough's precondition masks by hand, with numpy (independent of `precondition_masks`)."
     n = len(preds)
     if mode == 'gt':
         t = {p: preds.targets[p].numpy() for p in BOOL_TASKS}
-        door = _known(t['camera_blocked'], False)
-        locked = door & _known(t['door_open'], False)
-        person_q = door & _known(t['door_open'], True)
-        person = person_q & _known(t['person_present'], True)
+        door = known(t['camera_blocked'], False)
+        locked = door & known(t['door_open'], False)
+        person_q = door & known(t['door_open'], True)
+        person = person_q & known(t['person_present'], True)
     else:
         d = {p: preds.decoded[p].numpy() for p in BOOL_TASKS}
         door = ~d['camera_blocked']
