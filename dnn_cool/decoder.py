@@ -173,13 +173,13 @@ def tuned_thresholds(results: Mapping[str, ThresholdResult | list[ThresholdResul
     "`{path: threshold}` of `tune`'s results, in the form `load_thresholds` takes."
     return {p: [x.threshold for x in r] if isinstance(r, list) else r.threshold for p, r in results.items()}
 
-# %% ../nbs/09a_decoder.ipynb #1868c2a9
+# %% ../nbs/09a_decoder.ipynb #71da1547
 def tuning_table(results: Mapping[str, ThresholdResult | list[ThresholdResult]]) -> pd.DataFrame:
-    "One row per tuned threshold: `task_path, label, threshold, objective, score, num_samples`."
+    "One row per tuned threshold: `task_path, label, threshold, objective, score, num_samples` (label '' for a binary task)."
     rows = []
     for p, r in results.items():
         for x in (r if isinstance(r, list) else [r]):
             first = x.curve.iloc[0]  # every row of the curve counts the same samples
             n = first.tp + first.fp + first.fn + first.tn
-            rows.append((p, x.label, x.threshold, x.objective, x.score, int(n) if float(n).is_integer() else float(n)))
+            rows.append((p, x.label or '', x.threshold, x.objective, x.score, int(n) if float(n).is_integer() else float(n)))
     return pd.DataFrame(rows, columns=['task_path', 'label', 'threshold', 'objective', 'score', 'num_samples'])

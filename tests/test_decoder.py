@@ -83,7 +83,7 @@ def test_tuned_equals_by_hand(setup, objective, kw):
     assert decoder.thresholds() == tuned_thresholds(results)  # applied
     table = tuning_table(results).set_index(['task_path', 'label'])
     masks = gt_masks(preds)
-    assert table.num_samples[('door_open', None)] == (masks['door_open'] & ~np.isnan(preds.targets['door_open'].numpy())).sum()
+    assert table.num_samples[('door_open', '')] == (masks['door_open'] & ~np.isnan(preds.targets['door_open'].numpy())).sum()
     assert table.threshold[(FACIAL, 'bearded')] == expected[FACIAL][2].threshold
 
 
