@@ -197,7 +197,7 @@ class History:
         best = '' if self.best_epoch is None else f", best epoch {self.best_epoch}: {self.monitor}={self.best_score:.4g}"
         return f"History({len(self)} epochs{best}{', stopped early' if self.stopped_early else ''})"
 
-# %% ../nbs/07_train.ipynb #842aa3aa
+# %% ../nbs/07_train.ipynb #378b54d3
 class Trainer:
     "Fit a flow's model: per-task losses and metrics per epoch, AMP, accumulation, clipping, early stopping, checkpoints."
     def __init__(self, model: nn.Module,  # a `FlowModule` or `FlowNet`: `model(x)` returns the flow's outputs
@@ -205,8 +205,8 @@ class Trainer:
                  optimizer: torch.optim.Optimizer,
                  train_loader: Iterable,  # batches `(x, y)`, e.g. `FlowDataset.loader(...)`
                  valid_loader: Iterable | None = None,
-                 *, flow: TaskFlow,  # for the per-task metrics
-                 epochs: int,
+                 *, epochs: int,
+                 flow: TaskFlow | None = None,  # for the per-task metrics; default `model.flow` (FlowModule, FlowNet)
                  scheduler=None,  # stepped once per epoch (ReduceLROnPlateau with the monitored value), or per optimizer step
                  scheduler_interval: str = 'epoch',  # 'epoch' or 'step'
                  callbacks: Sequence[Callback] = (),
@@ -224,6 +224,10 @@ class Trainer:
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
                  seed: int | None = None):  # `seed_everything(seed)` when `fit` starts
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        flow = flow if flow is not None else getattr(model, 'flow', None)
+        if not isinstance(flow, TaskFlow):
+            raise TypeError(f"Trainer needs the flow: pass flow=..., or a model with a .flow (FlowModule, FlowNet); "
+                            f"got a {type(model).__name__}")
         if grad_accum_steps < 1: raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         if amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype}")
