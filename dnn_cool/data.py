@@ -19,7 +19,7 @@ from .tasks import (BinaryClassificationTask, BoundedRegressionTask, Classificat
 # %% auto #0
 __all__ = ['guess_task', 'tasks_from_dataframe', 'FlowDataset', 'loader', 'concat_datasets']
 
-# %% ../nbs/06_data.ipynb #86f5b4b7
+# %% ../nbs/06_data.ipynb #9e3544d5
 def _all_integers(s: pd.Series) -> bool:
     v = s.dropna().to_numpy(dtype='float64')
     return len(v) > 0 and bool(np.all(v == np.round(v)))
@@ -31,10 +31,11 @@ def guess_task(name: str, column: pd.Series, range_: tuple[float, float] | None 
     if range_ is not None: return BoundedRegressionTask(name, low=range_[0], high=range_[1])
     if pd.api.types.is_bool_dtype(dt): return BinaryClassificationTask(name)
     if isinstance(dt, pd.CategoricalDtype): return ClassificationTask(name, labels=[str(c) for c in dt.categories])
+    if len(present) == 0: raise ValueError(f"column '{name}' has no labels to guess a task from; pass it in overrides")
     if pd.api.types.is_integer_dtype(dt):
-        if len(present) and present.min() < 0:
+        if present.min() < 0:
             raise ValueError(f"column '{name}': integer labels must be class ids >= 0; for regression pass a range or an override")
-        return ClassificationTask(name, num_classes=int(present.max()) + 1 if len(present) else 1)
+        return ClassificationTask(name, num_classes=max(int(present.max()) + 1, 2))
     if pd.api.types.is_float_dtype(dt):
         if s.isna().any() and _all_integers(s):
             raise ValueError(f"column '{name}' holds whole numbers and NaN, so pandas stored it as float: for classes "
@@ -42,7 +43,6 @@ def guess_task(name: str, column: pd.Series, range_: tuple[float, float] | None 
                              f"ranges={{'{name}': (low, high)}} or pass a task in overrides")
         mean, std = float(present.mean()), float(present.std()) if len(present) > 1 else 1.0
         return RegressionTask(name, loc=mean, scale=std if std > 0 else 1.0)
-    if len(present) == 0: raise ValueError(f"column '{name}' has no labels to guess a task from; pass it in overrides")
     kinds = {type(v) for v in present}
     if kinds <= {bool, np.bool_}: return BinaryClassificationTask(name)
     if kinds <= {list, tuple, np.ndarray}:

@@ -127,7 +127,7 @@ class FlowGraph:
         raise KeyError(f"flow '{self.name}' has no task '{path}'; tasks: {self.paths}")
     def __getitem__(self, path): return self.node(path)
 
-# %% ../nbs/03_flow.ipynb #67ff8f3a
+# %% ../nbs/03_flow.ipynb #f1c0e5f5
 @dataclass(frozen=True)
 class InputRef:
     "`x.<key>`: one input of the batch."
@@ -159,6 +159,10 @@ class _Pending:
             raise FlowDefinitionError(f"flow '{self.flow_name}': '{self.name} | ...' needs a condition such as "
                                       f"out.<task> or ~out.<task>, got {type(cond).__name__}")
         return replace(self, condition=cond)
+    def __and__(self, other):
+        raise FlowDefinitionError(f"flow '{self.flow_name}': '&' applied to task '{self.name}'; put the conditions in "
+                                  f"parentheses: '{self.name} | (out.a & out.b)'")
+    __rand__ = __ror__ = __invert__ = __and__
 
 class _Flow:
     "The `flow` a flow function receives: `flow.<name>` is a task or an earlier flow of the project."
@@ -246,7 +250,7 @@ class TaskFlow(ITask):
 
     def __repr__(self): return f"TaskFlow('{self.name}', tasks={self.graph.paths})"
 
-# %% ../nbs/03_flow.ipynb #43946310
+# %% ../nbs/03_flow.ipynb #76441ca4
 class Project:
     "The tasks of a problem and the flows built from them."
     def __init__(self, tasks: Iterable[ITask] = ()):
@@ -269,9 +273,8 @@ class Project:
         "Decorator: trace `func(flow, x, out)` once into a `TaskFlow` (usable with or without parentheses)."
         if func is None: return lambda f: self.add_flow(f, name=name)
         name = name or func.__name__
-        if name in self.tasks or name in self.flows:
-            raise ValueError(f"a task or flow named '{name}' is already in the project")
-        known = {**self.tasks, **self.flows}
+        if name in self.tasks: raise ValueError(f"a task named '{name}' is already in the project")
+        known = {**self.tasks, **{k: v for k, v in self.flows.items() if k != name}}
         out = _Out(name, known)
         result = func(_Flow(name, known), _Inputs(name), out)
         if result is not out: raise FlowDefinitionError(f"flow '{name}' must end with 'return out'")

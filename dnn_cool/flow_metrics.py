@@ -15,7 +15,7 @@ from .flow import TaskFlow
 # %% auto #0
 __all__ = ['FlowMetrics']
 
-# %% ../nbs/05a_flow_metrics.ipynb #3734dee3
+# %% ../nbs/05a_flow_metrics.ipynb #5e2040c6
 class FlowMetrics:
     "Per-task streaming metrics of a flow; `update(outputs, targets)` per batch, `compute()` / `to_frame()` at the end."
     def __init__(self, flow: TaskFlow, mode: str = 'gt',  # 'gt': ground-truth preconditions; 'pred': decoded ones
@@ -33,7 +33,8 @@ class FlowMetrics:
         "Add one batch of module `outputs` and `targets`."
         key = 'precondition' if self.mode == 'gt' else 'predicted_precondition'
         if key not in outputs:
-            raise KeyError(f"mode '{self.mode}' needs outputs['{key}']: run the module in eval mode")
+            need = "batch['gt'] (ground-truth preconditions)" if self.mode == 'gt' else 'the module in eval mode'
+            raise KeyError(f"mode '{self.mode}' needs outputs['{key}']: give it {need}")
         activated, decoded = outputs.get('activated', {}), outputs.get('decoded', {})
         for node in self.graph.nodes:
             p, metric = node.path, self.metrics[node.path]

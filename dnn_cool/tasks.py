@@ -20,11 +20,11 @@ from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, R
                               TaskMetric, TokenClassificationMetrics)
 
 # %% auto #0
-__all__ = ['Decoder', 'IdentityDecoder', 'ThresholdDecoder', 'SortingDecoder', 'RescaleDecoder', 'ITask', 'Task',
+__all__ = ['Decoder', 'IdentityDecoder', 'PerDevice', 'ThresholdDecoder', 'SortingDecoder', 'RescaleDecoder', 'ITask', 'Task',
            'BinaryClassificationTask', 'ClassificationTask', 'MultilabelClassificationTask', 'BoundedRegressionTask',
            'RegressionTask', 'MaskedLanguageModelingTask', 'threshold_labels', 'is_tunable', 'task_threshold']
 
-# %% ../nbs/02_tasks.ipynb #c399b1d1
+# %% ../nbs/02_tasks.ipynb #8b218fc4
 class Decoder:
     "Turn activated outputs into decoded answers; subclasses with thresholds set `tunable = True`."
     tunable = False
@@ -35,13 +35,28 @@ class IdentityDecoder(Decoder):
     "Return the activated values unchanged (plain regression)."
     def __call__(self, activated): return activated
 
+class PerDevice:
+    "A constant tensor copied to each device (and dtype) once: copying a CPU tensor on every call syncs a CUDA host."
+    def __init__(self, values, dtype=torch.float32):
+        self.values, self._copies = torch.as_tensor(values, dtype=dtype), {}
+    def on(self, device, dtype=None) -> torch.Tensor:
+        key = (torch.device(device), dtype)
+        if key not in self._copies: self._copies[key] = self.values.to(device=device, dtype=dtype or self.values.dtype)
+        return self._copies[key]
+    def __repr__(self): return f'PerDevice({self.values.tolist()})'
+
 class ThresholdDecoder(Decoder):
     "`activated >= threshold`; `threshold` is a float or, for multilabel tasks, one float per label."
     tunable = True
     def __init__(self, threshold: float | Sequence[float] = 0.5): self.threshold = threshold
+    @property
+    def threshold(self): return self._threshold
+    @threshold.setter
+    def threshold(self, value):  # per-label thresholds become a tensor once per device, not once per batch
+        self._threshold = value
+        self._per_label = None if isinstance(value, (int, float)) else PerDevice(value)
     def __call__(self, activated):
-        t = self.threshold
-        if not isinstance(t, (int, float)): t = torch.as_tensor(t, dtype=activated.dtype, device=activated.device)
+        t = self.threshold if self._per_label is None else self._per_label.on(activated.device, activated.dtype)
         return activated >= t  # (bs, *shape) bool
     def __repr__(self): return f'ThresholdDecoder(threshold={self.threshold})'
 
@@ -60,7 +75,7 @@ class RescaleDecoder(Decoder):
     def __call__(self, activated): return self.low + activated * (self.high - self.low)
     def __repr__(self): return f'RescaleDecoder(low={self.low}, high={self.high})'
 
-# %% ../nbs/02_tasks.ipynb #9435e3ef
+# %% ../nbs/02_tasks.ipynb #12c56d59
 class ITask(ABC):
     "What the engine needs from a task; subclass it (or instantiate `Task`) to add a new kind of task."
     name: str
@@ -74,7 +89,7 @@ class ITask(ABC):
     def decode(self, activated: torch.Tensor) -> torch.Tensor: "Activated values to answers."
     @abstractmethod
     def sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        "Per-sample loss `(bs,)`; must be finite where the target is available (garbage elsewhere is masked out)."
+        "Per-sample loss `(bs,)`, finite on every row: masked-out rows are zeroed, but a NaN there would still poison backward."
     @abstractmethod
     def available(self, target: torch.Tensor) -> torch.Tensor: "`(bs,)` bool: is the label present?"
     @abstractmethod
@@ -91,13 +106,13 @@ class ITask(ABC):
     def label_names(self) -> list[str] | None: return None
     def __repr__(self): return f"{type(self).__name__}(name='{self.name}')"
 
-# %% ../nbs/02_tasks.ipynb #1267becc
+# %% ../nbs/02_tasks.ipynb #bc6435e4
 @dataclass(repr=False, eq=False)
 class Task(ITask):
     "A task from plain fields: the original README's dataclass, with shapes made explicit."
     name: str
     labels: Optional[Sequence[str]] = None  # class / label names, where the task has them
-    loss: Optional[Callable] = None  # `(logits, target) -> scalar`; default: masked mean of `per_sample_loss`
+    loss: Optional[Callable] = None  # `(logits, target) -> scalar`, the task alone; default: mean of `per_sample_loss` over labelled samples
     per_sample_loss: Callable = None  # `(logits, filled_target) -> (bs,)`
     available_func: Callable = None  # `target -> (bs,)` bool
     inputs: Optional[int] = None  # input feature size; `None` takes it from the example batch
@@ -115,6 +130,7 @@ class Task(ITask):
                              "(flows reach tasks as `flow.<name>`)")
         if self.per_sample_loss is None: raise ValueError(f"task '{self.name}': per_sample_loss is required")
         if self.available_func is None: self.available_func = _available_not_nan
+        if self.loss is None: self.loss = self.labelled_mean_loss
 
     def make_head(self, in_features):
         if self.module is not None: return self.module
@@ -129,6 +145,10 @@ class Task(ITask):
         if target.is_floating_point(): return torch.nan_to_num(target, nan=self.fill_value)
         return target.clamp_min(0)
     def sample_losses(self, logits, target): return self.per_sample_loss(logits, self.fill_missing(target))
+    def labelled_mean_loss(self, logits, target):
+        "The task's loss on its own: mean per-sample loss over the samples whose label is present (no preconditions)."
+        present = self.available(target)  # (bs,)
+        return torch.where(present, self.sample_losses(logits, target), 0).sum() / present.sum().clamp_min(1)
     def encode(self, values):  # torch.tensor copies: pandas may hand out read-only arrays (copy-on-write)
         return torch.tensor(pd.to_numeric(values, errors='raise').astype('float64').to_numpy(np.float32, na_value=np.nan))
     def make_metrics(self, detailed=False):
@@ -150,16 +170,16 @@ class _LinearHead(nn.Linear):
         y = super().forward(x)  # (bs, ..., prod(out_shape))
         return y.squeeze(-1) if self.out_shape == () else y.unflatten(-1, self.out_shape)
 
-# %% ../nbs/02_tasks.ipynb #0d5630c6
+# %% ../nbs/02_tasks.ipynb #fc43ce5f
 class BinaryClassificationTask(Task):
     "Sigmoid activation, thresholding decoder, binary cross entropy; targets are 0/1 floats, NaN when missing."
     def __init__(self, name: str, inputs: int | None = None, module: nn.Module | None = None,
                  threshold: float = 0.5,  # decision threshold, tunable
                  pos_weight: float | None = None):  # weight of positive samples in the loss (class imbalance)
-        pw = None if pos_weight is None else torch.tensor(float(pos_weight))
+        pw = None if pos_weight is None else PerDevice(float(pos_weight))
         def per_sample_loss(logits, target):  # (bs,), (bs,) -> (bs,)
             return F.binary_cross_entropy_with_logits(logits, target, reduction='none',
-                                                      pos_weight=None if pw is None else pw.to(logits.device))
+                                                      pos_weight=None if pw is None else pw.on(logits.device))
         super().__init__(name, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
                          activation=torch.sigmoid, decoder=ThresholdDecoder(threshold), metrics=lambda detailed=False: BinaryMetrics(),
                          out_shape=(), is_boolean=True)
@@ -179,7 +199,7 @@ def _is_missing(a) -> bool:
     try: return bool(pd.isna(a))
     except (TypeError, ValueError): return False
 
-# %% ../nbs/02_tasks.ipynb #6dd744c1
+# %% ../nbs/02_tasks.ipynb #493a321c
 class ClassificationTask(Task):
     "Softmax activation, decoder sorting classes by score, cross entropy; targets are class ids, -1 when missing."
     def __init__(self, name: str, num_classes: int | None = None, labels: Sequence[str] | None = None,
@@ -191,16 +211,18 @@ class ClassificationTask(Task):
         if labels is not None and len(labels) != num_classes:
             raise ValueError(f"task '{name}': {len(labels)} labels for {num_classes} classes")
         self.num_classes = num_classes
-        cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        cw = None if class_weights is None else PerDevice(class_weights)
         def per_sample_loss(logits, target):  # (bs, C), (bs,) -> (bs,)
             return F.cross_entropy(logits, target, reduction='none', label_smoothing=label_smoothing,
-                                   weight=None if cw is None else cw.to(logits.device))
+                                   weight=None if cw is None else cw.on(logits.device))
         super().__init__(name, labels=labels, per_sample_loss=per_sample_loss, available_func=lambda t: t >= 0,
                          inputs=inputs, module=module, activation=lambda lo: lo.softmax(-1),
                          decoder=SortingDecoder(top_k),
                          metrics=lambda detailed=False: ClassificationMetrics(num_classes, class_names=labels, per_class=detailed), out_shape=(num_classes,))
     def encode(self, values):
         v = pd.Series(values)
+        if isinstance(v.dtype, pd.CategoricalDtype) and self.labels is not None:
+            v = v.astype(object).map(lambda a: None if _is_missing(a) else str(a))  # categories are named by str()
         if self.labels is not None and not pd.api.types.is_numeric_dtype(v.dtype):
             index = {name: i for i, name in enumerate(self.labels)}
             unknown = set(v.dropna()) - set(index)
@@ -214,7 +236,7 @@ class ClassificationTask(Task):
             raise ValueError(f"task '{self.name}': class ids must be integers in [0, {self.num_classes})")
         return torch.from_numpy(arr.astype(np.int64))
 
-# %% ../nbs/02_tasks.ipynb #4e6aad8f
+# %% ../nbs/02_tasks.ipynb #376ec509
 class MultilabelClassificationTask(Task):
     "Sigmoid per label, per-label thresholds, binary cross entropy averaged over the labels present."
     def __init__(self, name: str, num_labels: int | None = None, labels: Sequence[str] | None = None,
@@ -223,11 +245,11 @@ class MultilabelClassificationTask(Task):
         if num_labels is None and labels is None: raise ValueError(f"task '{name}': give num_labels or labels")
         num_labels = len(labels) if num_labels is None else num_labels
         self.num_labels = num_labels
-        pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        pw = None if pos_weight is None else PerDevice(pos_weight)
         def per_sample_loss(logits, target):  # (bs, L), (bs, L) with NaN per missing label -> (bs,)
             present = ~torch.isnan(target)
             bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(target), reduction='none',
-                                                     pos_weight=None if pw is None else pw.to(logits.device))
+                                                     pos_weight=None if pw is None else pw.on(logits.device))
             return torch.where(present, bce, 0).sum(-1) / present.sum(-1).clamp_min(1)
         super().__init__(name, labels=labels, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
                          activation=torch.sigmoid, decoder=ThresholdDecoder(threshold),
@@ -243,7 +265,7 @@ class MultilabelClassificationTask(Task):
             rows.append([np.nan if _is_missing(b) else float(b) for b in a])
         return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), self.num_labels)
 
-# %% ../nbs/02_tasks.ipynb #2ff43048
+# %% ../nbs/02_tasks.ipynb #b975a771
 class BoundedRegressionTask(Task):
     "Sigmoid activation, decoder rescaling to `[low, high]`, MSE on the normalised `[0, 1]` scale."
     def __init__(self, name: str, low: float = 0.0, high: float = 1.0, inputs: int | None = None,
@@ -261,6 +283,7 @@ class RegressionTask(Task):
     "Unbounded regression: identity activation, MSE on `(target - loc) / scale`, decoded back to the original scale."
     def __init__(self, name: str, loc: float = 0.0, scale: float = 1.0, inputs: int | None = None,
                  module: nn.Module | None = None):
+        if not scale > 0: raise ValueError(f"task '{name}': scale must be positive, got {scale}")
         self.loc, self.scale = float(loc), float(scale)
         def per_sample_loss(logits, target): return (logits - (target - self.loc) / self.scale) ** 2
         super().__init__(name, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
