@@ -104,7 +104,7 @@ def load(self: FlowDecoder, path, strict: bool = True) -> FlowDecoder:
     "Load thresholds saved by `save` (checked as in `load_thresholds`)."
     return self.load_thresholds(read_thresholds(path), strict=strict)
 
-# %% ../nbs/09a_decoder.ipynb #30f5cf9f
+# %% ../nbs/09a_decoder.ipynb #4eaaf684
 def _as_tensor(v) -> torch.Tensor:
     if isinstance(v, torch.Tensor): return v.detach().cpu()
     return torch.as_tensor(np.asarray(v))
@@ -121,10 +121,17 @@ def _tune_inputs(self: FlowDecoder, predictions, targets, precondition, paths):
                              "collect them from a FlowDataset loader")
         activated, targets, precondition = predictions.activated, predictions.targets, predictions.precondition
     else:
-        activated, precondition = predictions, precondition or {}
+        activated = predictions
         if targets is None: raise TypeError("tune(activated, targets, precondition): targets are needed with a dict of scores")
+        conditioned = [p for p in paths if self.graph[p].conditions]
+        if precondition is None and conditioned:
+            raise ValueError(f"tasks {conditioned} have preconditions: pass precondition={{path: (n,) bool}} from the "
+                             f"ground truth, or precondition='none' to tune on every labelled sample")
+        precondition = {} if precondition in (None, 'none') else precondition
         unknown = set(precondition) - set(self.decoders)
         if unknown: raise KeyError(f"precondition names unknown tasks {sorted(unknown)}; tasks: {self.graph.paths}")
+        lacking = [p for p in conditioned if p not in precondition and precondition]
+        if lacking: raise KeyError(f"precondition lacks tasks {lacking}, which have preconditions")
     out = {}
     for p in paths:
         for what, d in (('activated scores', activated), ('targets', targets)):
@@ -137,12 +144,12 @@ def _tune_inputs(self: FlowDecoder, predictions, targets, precondition, paths):
         out[p] = scores, target, mask
     return out
 
-# %% ../nbs/09a_decoder.ipynb #6fe36190
+# %% ../nbs/09a_decoder.ipynb #4adedc80
 @patch
 def tune(self: FlowDecoder,
          predictions,  # `Predictions` (from a labelled FlowDataset loader), or a dict `{path: activated (n, ...)}`
          targets=None,  # with a dict of scores: `{path: target}`; with Predictions an objective may come here
-         precondition=None,  # with a dict of scores: `{path: (n,) bool}` ground-truth preconditions (default: all true)
+         precondition=None,  # with a dict of scores: `{path: (n,) bool}` ground-truth preconditions; 'none' ignores them
          objective: str | Callable = 'f1',  # a count objective (exact) or a callable `metric(y_true, y_pred)` (bounded candidates)
          *, beta: float = 1.0,  # the beta of 'fbeta'
          constraint=None,  # e.g. ('precision', '>=', 0.9), or a list of such triples

@@ -25,3 +25,16 @@ def test_demo_runs_end_to_end(tmp_path):
 def test_unknown_command_fails():
     out = subprocess.run([sys.executable, '-m', 'dnn_cool', 'train'], capture_output=True, text=True)
     assert out.returncode == 2 and 'invalid choice' in out.stderr
+
+
+def test_full_walkthrough_meets_its_targets(tmp_path):
+    "The README's main job at its default size: every accuracy / MAE target of the walkthrough is met (about a minute)."
+    cmd = [sys.executable, '-m', 'dnn_cool', 'demo', '--no-progress', '--threads', '2', '--log-dir', str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith('Targets'))
+    met, total = line.split(': ')[1].split(' met')[0].split('/')
+    assert int(total) == 13 and met == total, line
+    # the blocked-camera explanation shows camera_blocked alone
+    tree = out.stdout.split('Tree explanations:')[1].splitlines()
+    assert tree[1].startswith('inp ') and tree[2].startswith('└── camera_blocked | decoded: True') and tree[3].startswith('inp ')

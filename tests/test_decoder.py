@@ -117,8 +117,11 @@ def test_outside_samples_do_not_matter(setup):
     after = tuned_thresholds(decoder.tune(activated, preds.targets, preds.precondition, apply=False))
     assert after == before
     # ... while the precondition itself does matter: tuning on every labelled sample changes something
-    ignoring = tuned_thresholds(decoder.tune(activated, preds.targets, None, apply=False))
+    ignoring = tuned_thresholds(decoder.tune(activated, preds.targets, 'none', apply=False))
     assert ignoring != before
+    # and forgetting it is an error, not a silent switch to every labelled sample
+    with pytest.raises(ValueError, match="have preconditions: pass precondition="):
+        decoder.tune(activated, preds.targets, apply=False)
 
 
 def test_f1_not_worse_than_half(setup):
