@@ -35,7 +35,7 @@ def record_scalars(record: Mapping) -> dict[str, float]:
         out[tag] = value
     return out
 
-# %% ../nbs/11_tensorboard.ipynb #bc191a11
+# %% ../nbs/11_tensorboard.ipynb #c2a49780
 def is_image_batch(inputs) -> bool:
     "Whether `inputs` looks like images `(n, C, H, W)` with 1, 3 or 4 channels."
     return isinstance(inputs, (torch.Tensor, np.ndarray)) and inputs.ndim == 4 and inputs.shape[1] in (1, 3, 4)
@@ -63,7 +63,9 @@ def image_grid_input(images) -> torch.Tensor:
 def _cell(value, max_chars: int) -> str:
     "A sample's input as one markdown table cell."
     if isinstance(value, str): text = value
-    else: text = np.array2string(np.asarray(torch.as_tensor(value).float()), precision=3, threshold=12, max_line_width=10**9)
+    else:  # a tensor may require grad or live on a GPU: numpy needs a detached CPU copy
+        text = np.array2string(torch.as_tensor(value).detach().float().cpu().numpy(), precision=3, threshold=12,
+                               max_line_width=10**9)
     text = ' '.join(text.split()).replace('|', '\\|')
     return text if len(text) <= max_chars else text[:max_chars - 1] + '…'
 
@@ -102,7 +104,7 @@ def log_best_worst(writer: SummaryWriter,
             tags.append(tag)
     return tags
 
-# %% ../nbs/11_tensorboard.ipynb #753d8d17
+# %% ../nbs/11_tensorboard.ipynb #2161b17f
 class TensorBoardLogger(Callback):
     "Write each epoch's losses and metrics (see `record_scalars`) and, optionally, each task's best and worst inputs."
     order = 20
@@ -117,8 +119,10 @@ class TensorBoardLogger(Callback):
         self.log_dir, self.flow, self.loader, self.dataset_inputs = log_dir, flow, best_worst_loader, dataset_inputs
         self.n, self.every, self.batch_loss_every, self.writer_kwargs = n, best_worst_every, batch_loss_every, writer_kwargs
         self.writer: SummaryWriter | None = None
+        self.ranked_epoch: int | None = None  # the epoch whose weights were ranked last
 
     def on_fit_start(self, trainer):
+        self.ranked_epoch = None
         self.writer = SummaryWriter(str(self.log_dir), **self.writer_kwargs)
         flow = self.flow or trainer.flow
         self.writer.add_text('flow', '```\n' + flow.summary() + '\n```', 0)
@@ -127,14 +131,22 @@ class TensorBoardLogger(Callback):
         if self.batch_loss_every and loss_breakdown is not None and step % self.batch_loss_every == 0:
             self.writer.add_scalar('train_batch/loss', loss_breakdown.total.item(), step)
 
+    def _log_best_worst(self, trainer, step: int):
+        criterion = trainer.criterion if isinstance(trainer.criterion, FlowLoss) else None
+        result = best_worst_inputs(trainer.model, self.loader, self.flow or trainer.flow, n=self.n, criterion=criterion)
+        log_best_worst(self.writer, result, self.dataset_inputs, step)
+
     def on_epoch_end(self, trainer, epoch, record):
         for tag, value in record_scalars(record).items(): self.writer.add_scalar(tag, value, epoch)
         last = epoch + 1 == trainer.epochs or trainer.stop_training
         if self.loader is not None and ((epoch + 1) % self.every == 0 or last):
-            criterion = trainer.criterion if isinstance(trainer.criterion, FlowLoss) else None
-            result = best_worst_inputs(trainer.model, self.loader, self.flow or trainer.flow, n=self.n, criterion=criterion)
-            log_best_worst(self.writer, result, self.dataset_inputs, epoch)
+            self._log_best_worst(trainer, epoch)
+            self.ranked_epoch = epoch  # the model's weights are this epoch's checkpoint
         self.writer.flush()
 
     def on_fit_end(self, trainer):
-        if self.writer is not None: self.writer.close()
+        if self.writer is None: return
+        restored = getattr(trainer, 'restored_epoch', None)  # set by `Checkpoint(restore_best=True)`, which runs first
+        if self.loader is not None and restored is not None and restored != self.ranked_epoch:
+            self._log_best_worst(trainer, len(trainer.history))
+        self.writer.close()

@@ -16,8 +16,8 @@ import dnn_cool.module  # noqa: F401
 from dnn_cool.data import FlowDataset
 from dnn_cool.interpret import BestWorst, best_worst_inputs
 from dnn_cool.synthetic import make_synthetic, synthetic_project
-from dnn_cool.tensorboard import TensorBoardLogger, log_best_worst, record_scalars
-from dnn_cool.train import FlowNet, Trainer, seed_everything
+from dnn_cool.tensorboard import TensorBoardLogger, log_best_worst
+from dnn_cool.train import Callback, FlowNet, Trainer, seed_everything
 
 
 def read_events(log_dir):
@@ -57,22 +57,31 @@ def run(tmp_path_factory):
     return dict(flow=flow, net=net, history=history, acc=read_events(log_dir), valid_ds=valid_ds)
 
 
+BINARY = ['loss', 'accuracy', 'f1_score', 'precision', 'recall']
+REGRESSION = ['loss', 'mean_absolute_error', 'root_mean_squared_error', 'r2_score', 'mean_absolute_error_normalised']
+FACE, BODY = 'person_regression.face_regression', 'person_regression.body_regression'
+METRICS_BY_TASK = {  # the walkthrough's 14 tasks and the metrics of their kinds, written out by hand
+    'camera_blocked': BINARY, 'door_open': BINARY, 'door_locked': BINARY, 'person_present': BINARY,
+    **{f'{FACE}.{c}': REGRESSION for c in ('face_x1', 'face_y1', 'face_w', 'face_h')},
+    f'{FACE}.facial_characteristics': ['loss', 'subset_accuracy', 'f1_score', 'precision', 'recall'],
+    **{f'{BODY}.{c}': REGRESSION for c in ('body_x1', 'body_y1', 'body_w', 'body_h')},
+    f'{BODY}.shirt_type': ['loss', 'accuracy_1', 'accuracy_3', 'accuracy_5', 'f1_score', 'precision', 'recall']}
+EXPECTED_TAGS = {'lr/0', 'train/loss', 'valid/loss', 'train_batch/loss'} | {
+    f'{split}/{path}/{metric}' for split in ('train', 'valid') for path, ms in METRICS_BY_TASK.items() for metric in ms}
+
+
 def test_scalars_equal_the_history(run):
     acc, history = run['acc'], run['history']
-    tags = set(acc.Tags()['scalars']) - {'train_batch/loss'}
-    assert tags == set(record_scalars(history.records[-1])) | set(record_scalars(history.records[0]))
-    nested = 'valid/person_regression.face_regression.face_x1/mean_absolute_error'
-    for tag in [nested, 'train/loss', 'valid/loss', 'valid/camera_blocked/accuracy', 'valid/camera_blocked/loss',
-                'train/person_regression.body_regression.shirt_type/accuracy_1']:
-        assert tag in tags, tag
-    for tag in tags:
+    assert len(METRICS_BY_TASK) == 14 and len(EXPECTED_TAGS) == 4 + 2 * (4 * 5 + 8 * 5 + 5 + 7)
+    assert set(acc.Tags()['scalars']) == EXPECTED_TAGS
+    record_key = {'train/loss': 'train_loss', 'valid/loss': 'valid_loss'}  # the History's names of the totals
+    for tag in EXPECTED_TAGS - {'train_batch/loss'}:
+        values = history[record_key.get(tag, tag)]
+        want = [(e, v) for e, v in enumerate(values) if not np.isnan(v)]  # a NaN metric is not written
         events = acc.Scalars(tag)
-        want = [(e, r) for e, r in enumerate(history.records) if tag in record_scalars(r)]
         assert [ev.step for ev in events] == [e for e, _ in want], tag
-        for ev, (_, r) in zip(events, want):
-            assert ev.value == pytest.approx(record_scalars(r)[tag], rel=1e-6, abs=1e-12), tag
-    assert acc.Scalars(nested)[-1].value == pytest.approx(
-        history[nested][-1], rel=1e-6)
+        for ev, (_, v) in zip(events, want):
+            assert ev.value == pytest.approx(v, rel=1e-6, abs=1e-12), tag
 
 
 def test_batch_losses(run):
@@ -126,3 +135,56 @@ def test_float_images_in_unit_range_kept(tmp_path):
     with SummaryWriter(str(tmp_path)) as w: log_best_worst(w, result, imgs, step=0)
     grid = np.asarray(Image.open(io.BytesIO(read_events(tmp_path).Images('best/a')[0].encoded_image_string)))
     np.testing.assert_array_equal(grid[:, :, 0], (imgs[1, 0].numpy() * 255).clip(0, 255).astype(np.uint8))
+
+
+def test_inputs_requiring_grad_or_on_a_gpu_are_shown(tmp_path):
+    result = {'a': BestWorst('a', np.array([1]), np.array([0.5]), np.array([0]), np.array([1.0]), 2)}
+    inputs = torch.tensor([[1.0, 2.0], [3.0, 4.5]], requires_grad=True)
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    with SummaryWriter(str(tmp_path)) as w:
+        for step, device in enumerate(devices): log_best_worst(w, result, inputs.to(device), step=step)
+    acc = read_events(tmp_path)
+    for step in range(len(devices)):
+        assert '| 1 | 1 | 0.5 | [3. 4.5] |' in text_at(acc, 'best/a', step)
+
+
+def test_best_worst_after_restoring_the_best_epoch(tmp_path):
+    """A scripted monitor makes epoch 0 the best of three; with restore_best the logger ranks the restored model again,
+    at step 3, and its images and tables are those of `best_worst_inputs` on the model `fit` leaves."""
+    flow = synthetic_project().flows['full_flow']
+    train, valid = make_synthetic(64, seed=2), make_synthetic(40, seed=3)
+    train_ds = FlowDataset(flow, {'image': train.images}, train.labels)
+    valid_ds = FlowDataset(flow, {'image': valid.images}, valid.labels)
+    seed_everything(0)
+    net = FlowNet(TinyCNN(), flow.torch(in_features={'features': 128}), input_key='image')
+    snaps = []
+
+    class Scripted(Callback):
+        def on_epoch_end(self, trainer, epoch, record):
+            record['valid_loss'] = [1.0, 2.0, 3.0][epoch]
+            snaps.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    logger = TensorBoardLogger(tmp_path, flow, best_worst_loader=valid_ds.loader(16), dataset_inputs=valid_ds.inputs['image'], n=3)
+    trainer = Trainer(net, flow.get_loss(), torch.optim.Adam(net.parameters(), lr=1e-2), train_ds.loader(16, shuffle=True),
+                      valid_ds.loader(40), flow=flow, epochs=3, callbacks=[logger, Scripted()], restore_best=True,
+                      progress=False)
+    trainer.fit()
+    assert trainer.restored_epoch == 0
+    for k, v in net.state_dict().items(): assert torch.equal(v, snaps[0][k]), k
+    acc, images = read_events(tmp_path), valid_ds.inputs['image']
+    restored = best_worst_inputs(net, valid_ds.loader(16), flow, n=3)  # the same batches: the same float sums
+    changed = False
+    for p in flow.graph.paths:
+        for kind in ('best', 'worst'):
+            events = acc.Images(f'{kind}/{p}')
+            indices = getattr(restored[p], f'{kind}_indices')
+            if len(indices) == 0: continue  # the task counted no sample
+            assert [e.step for e in events] == [0, 1, 2, 3], (p, kind)
+            grid = np.asarray(Image.open(io.BytesIO(events[-1].encoded_image_string)))  # (64, 64 * k, 3)
+            assert grid.shape == (64, 64 * len(indices), 3)
+            for r, i in enumerate(indices):
+                np.testing.assert_array_equal(grid[:, 64 * r:64 * (r + 1)], images[i].permute(1, 2, 0).numpy())
+            table = text_at(acc, f'{kind}/{p}', 3)
+            for r, (i, loss) in enumerate(zip(indices, getattr(restored[p], f'{kind}_losses'))):
+                assert f'| {r + 1} | {i} | {float(loss):.6g} |' in table, (p, kind, table)
+            changed |= text_at(acc, f'{kind}/{p}', 2) != table
+    assert changed  # the last epoch's model ranked differently: the test can tell the two apart

@@ -1,6 +1,7 @@
 """Heavier checks of `dnn_cool.train`: multi-epoch runs compared with brute-force references (one large batch,
 the whole epoch as one batch, two seeded runs), clipping, bfloat16 autocast, freezing and the progress bar."""
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,10 @@ from dnn_cool.data import FlowDataset
 from dnn_cool.flow import Project
 from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
                             MultilabelClassificationTask, RegressionTask)
+from dnn_cool.tasks import task_threshold
 from dnn_cool.train import (Callback, EpochLoss, FlowNet, Trainer, decoder_thresholds, load_checkpoint,
-                            seed_everything)
+                            seed_everything, thresholds_path)
+from dnn_cool.tuning import load_thresholds
 
 
 def toy_flow():
@@ -150,25 +153,93 @@ def test_grad_accumulation_equals_one_large_batch(k, b, n):
     assert not torch.equal(runs['large']['heads.a.weight'], base.state_dict()['heads.a.weight'])
 
 
-def test_grad_accumulation_short_last_group():
-    "10 batches with k=4: groups of 4, 4 and 2; the last group's batches are divided by 2, not 4."
+class NoLen:
+    "A loader without `__len__` (like a DataLoader over an IterableDataset): batches come from a generator."
+    def __init__(self, batches): self.batches = batches
+    def __iter__(self): yield from self.batches
+
+
+@pytest.mark.parametrize('n,k', [(10, 4), (10, 3), (8, 4)])
+@pytest.mark.parametrize('loader_type', ['len', 'no_len'])
+def test_grad_accumulation_short_last_group(n, k, loader_type):
+    """n single-sample batches with k=4: groups of k and a last short one of m = n % k (10, 4: 4, 4 and 2); the last
+    group's gradient is the mean over its m batches, with or without a loader length: the reference trains on the same
+    groups, each as one batch."""
     flow = regression_flow()
-    x = torch.randn(10, 5, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(2))
     labels = pd.DataFrame({'a': x[:, 0].numpy().astype(np.float64), 'b': x[:, 1].tanh().numpy()})
     ds = FlowDataset(flow, {'features': x}, labels)
     torch.manual_seed(0)
     base = flow.torch(in_features={'features': 5})
+    singles = [ds[[i]] for i in range(n)]
+    groups = [ds[list(range(s, min(s + k, n)))] for s in range(0, n, k)]
     runs = {}
-    for name, batch, steps in [('accum', 1, 4), ('large', None, 1)]:
+    for name, loader, steps in [('accum', singles if loader_type == 'len' else NoLen(singles), k), ('large', groups, 1)]:
         model = copy.deepcopy(base)
-        # the reference: the same three groups, each as one batch
-        loader = ds.loader(1) if batch else [ds[list(range(0, 4))], ds[list(range(4, 8))], ds[[8, 9]]]
         t = Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.1), loader, flow=flow,
                     epochs=1, grad_accum_steps=steps, progress=False, train_metrics=False)
         t.fit()
+        assert t.optimizer_steps == len(groups)
         runs[name] = model.state_dict()
+    assert not hasattr(NoLen(singles), '__len__')
     for key, v in runs['large'].items():
         torch.testing.assert_close(runs['accum'][key], v, rtol=1e-5, atol=1e-6)
+
+
+def _scheduled_regression_run(n_batches, poisoned, scaler):
+    """SGD at lr 0.1 with StepLR halving it every optimizer step, under `scaler`; the loss of the batches in `poisoned`
+    is multiplied by inf so their gradients overflow. Returns the trainer and, per batch, whether the weights moved."""
+    flow = regression_flow()
+    x = torch.randn(2 * n_batches, 5, generator=torch.Generator().manual_seed(3))
+    ds = FlowDataset(flow, {'features': x}, pd.DataFrame({'a': x[:, 0].double().numpy(), 'b': x[:, 1].tanh().numpy()}))
+    torch.manual_seed(0)
+    model = flow.torch(in_features={'features': 5})
+    loss, calls = flow.get_loss(), iter(range(10 ** 6))
+
+    def criterion(outputs, targets):
+        value = loss(outputs, targets)
+        return value * float('inf') if next(calls) in poisoned else value
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    moved = []
+
+    class Moved(Callback):
+        def on_fit_start(self, trainer): self.last = copy.deepcopy(trainer.model.state_dict())
+        def on_batch_end(self, trainer, step, outputs, targets, bd):
+            now = trainer.model.state_dict()
+            moved.append(any(not torch.equal(now[key], v) for key, v in self.last.items()))
+            self.last = copy.deepcopy(now)
+    t = Trainer(model, criterion, opt, ds.loader(2), flow=flow, epochs=1, train_metrics=False, progress=False,
+                scheduler=torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), scheduler_interval='step',
+                callbacks=[Moved()])
+    t.scaler = scaler  # stands in for float16 on CUDA, where overflowing steps are skipped the same way
+    t.fit()
+    return t, moved
+
+
+def test_per_step_scheduler_skips_the_steps_the_scaler_skips():
+    poisoned = {1, 2, 5}
+    t, moved = _scheduled_regression_run(8, poisoned, torch.amp.GradScaler('cpu', init_scale=1.0))
+    assert moved == [i not in poisoned for i in range(8)]  # the scaler skipped exactly the overflowing steps
+    assert t.optimizer_steps == 5
+    assert t.optimizer.param_groups[0]['lr'] == pytest.approx(0.1 * 0.5 ** 5)  # one halving per real step
+
+
+def test_per_step_scheduler_with_every_step_skipped():
+    "An infinite scale overflows every step (and stays infinite): neither the weights nor the learning rate move."
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)  # "lr_scheduler.step() before optimizer.step()" would raise
+        t, moved = _scheduled_regression_run(3, set(), torch.amp.GradScaler('cpu', init_scale=float('inf')))
+    assert moved == [False] * 3 and t.optimizer_steps == 0
+    assert t.optimizer.param_groups[0]['lr'] == 0.1
+
+
+def test_reduce_on_plateau_per_step_is_refused():
+    seed_everything(0)
+    model = FLOW.torch(in_features={'features': 8})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau.*scheduler_interval='epoch'"):
+        Trainer(model, FLOW.get_loss(), opt, TRAIN.loader(64), flow=FLOW, epochs=1, progress=False,
+                scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt), scheduler_interval='step')
 
 
 class GradNorms(Callback):
@@ -326,17 +397,103 @@ def test_keyboard_interrupt_keeps_history_and_restores_best():
     for k, v in t.model.state_dict().items(): assert torch.equal(v, snaps[h.best_epoch][k]), k
 
 
-def test_checkpoint_thresholds_load_back_into_the_decoder():
-    import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
-    project = Project([BinaryClassificationTask('a', threshold=0.3),
-                       MultilabelClassificationTask('m', num_labels=3, threshold=0.7),
-                       MultilabelClassificationTask('q', num_labels=2, threshold=[0.2, 0.9]), RegressionTask('r')])
+def threshold_flow():
+    "A fresh project (its own task objects, every threshold at the default 0.5) with per-label and single thresholds."
+    project = Project([BinaryClassificationTask('a'), MultilabelClassificationTask('m', num_labels=3),
+                       MultilabelClassificationTask('q', num_labels=2), RegressionTask('r')])
 
     @project.add_flow
     def f(flow, x, out):
         for name in ('a', 'm', 'q', 'r'): out += getattr(flow, name)(x.features)
         return out
-    got = decoder_thresholds(f)
-    assert got == {'a': 0.3, 'm': [0.7, 0.7, 0.7], 'q': [0.2, 0.9]}
-    assert got == f.get_decoder().thresholds()
-    f.get_decoder().load_thresholds(got)
+    return f
+
+
+def threshold_data(flow, n=64):
+    g = np.random.default_rng(4)
+    x = g.normal(size=(n, 6)).astype(np.float32)
+    labels = pd.DataFrame({'a': x[:, 0] > 0, 'm': list((x[:, 1:4] > 0).astype(int)), 'q': list((x[:, 4:6] > 0).astype(int)),
+                           'r': x[:, 5].astype(np.float64)})
+    return FlowDataset(flow, {'features': torch.from_numpy(x)}, labels)
+
+
+def test_checkpoint_thresholds_load_back_into_a_fresh_flow(tmp_path):
+    "A run decoding with non-default thresholds is checkpointed; a fresh flow and model get thresholds and weights back."
+    flow = threshold_flow()
+    tuned = {'a': 0.25, 'm': [0.1, 0.6, 0.8], 'q': [0.2, 0.9]}
+    flow.graph['a'].task.decoder.threshold = 0.25
+    flow.graph['m'].task.decoder.threshold = [0.1, 0.6, 0.8]
+    flow.graph['q'].task.decoder.threshold = [0.2, 0.9]
+    ds = threshold_data(flow)
+    snaps = []
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer, epoch, record): snaps.append(copy.deepcopy(trainer.model.state_dict()))
+
+    class Scripted(Callback):  # the best epoch is 1, not the last
+        def on_epoch_end(self, trainer, epoch, record): record['valid_loss'] = [3.0, 1.0, 2.0][epoch]
+    seed_everything(0)
+    model = flow.torch(in_features={'features': 6})
+    path = tmp_path / 'best.pt'
+    Trainer(model, flow.get_loss(), torch.optim.Adam(model.parameters(), lr=0.05), ds.loader(16), ds.loader(64),
+            epochs=3, callbacks=[Snap(), Scripted()], checkpoint_path=path, progress=False).fit()
+    assert load_thresholds(thresholds_path(path)) == tuned  # the JSON next to the weights
+    assert thresholds_path(path) == tmp_path / 'best.pt.thresholds.json'
+
+    fresh_flow = threshold_flow()
+    fresh = fresh_flow.torch(in_features={'features': 6})
+    assert [task_threshold(fresh_flow.graph[p].task) for p in 'amq'] == [0.5, [0.5] * 3, [0.5] * 2]
+    ckpt = load_checkpoint(fresh, path)  # thresholds into fresh.flow, i.e. fresh_flow
+    assert ckpt['epoch'] == 1
+    for k, v in fresh.state_dict().items(): assert torch.equal(v, snaps[1][k]), k
+    assert [task_threshold(fresh_flow.graph[p].task) for p in 'amq'] == [0.25, [0.1, 0.6, 0.8], [0.2, 0.9]]
+    # and the fresh model decodes with them: activated >= threshold, computed by hand
+    x, _ = ds[list(range(len(ds)))]
+    fresh.eval()
+    with torch.no_grad(): out = fresh({'features': x['features']})
+    assert torch.equal(out['decoded']['a'], torch.sigmoid(out['logits']['a']) >= 0.25)
+    assert torch.equal(out['decoded']['m'], torch.sigmoid(out['logits']['m']) >= torch.tensor([0.1, 0.6, 0.8]))
+    assert torch.equal(out['decoded']['q'], torch.sigmoid(out['logits']['q']) >= torch.tensor([0.2, 0.9]))
+    # an explicit flow gets the thresholds instead of the model's own; the file is the decoder's format too
+    other, model_flow = threshold_flow(), threshold_flow()
+    load_checkpoint(model_flow.torch(in_features={'features': 6}), path, flow=other)
+    assert decoder_thresholds(other) == tuned and decoder_thresholds(model_flow) == {'a': 0.5, 'm': [0.5] * 3, 'q': [0.5] * 2}
+    import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
+    assert threshold_flow().get_decoder().load(thresholds_path(path)).thresholds() == tuned
+
+
+def test_checkpoint_thresholds_that_do_not_fit_are_refused(tmp_path):
+    flow = threshold_flow()
+    ds = threshold_data(flow)
+    seed_everything(0)
+    model = flow.torch(in_features={'features': 6})
+    path = tmp_path / 'best.pt'
+    Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.05), ds.loader(32), epochs=1,
+            checkpoint_path=path, progress=False).fit()
+    fresh_flow = threshold_flow()
+    fresh = fresh_flow.torch(in_features={'features': 6})
+    before = copy.deepcopy(fresh.state_dict())
+    from dnn_cool.tuning import save_thresholds
+    for bad, message in [({'m': [0.1, 0.2]}, "task 'm' has 3 labels"), ({'r': 0.5}, "task 'r' has no tunable"),
+                         ({'zz': 0.5}, "no task 'zz'"), ({'a': [0.1, 0.2]}, "task 'a' takes one finite float")]:
+        save_thresholds(thresholds_path(path), {'a': 0.3, **bad})
+        with pytest.raises((KeyError, ValueError), match=message): load_checkpoint(fresh, path)
+        assert task_threshold(fresh_flow.graph['a'].task) == 0.5  # checked before anything is set
+        for k, v in fresh.state_dict().items(): assert torch.equal(v, before[k]), k
+
+
+def test_restore_best_in_memory_restores_thresholds():
+    "Without a path, restore_best puts back the best epoch's weights and thresholds."
+    flow = threshold_flow()
+    ds = threshold_data(flow)
+
+    class Scripted(Callback):
+        def on_epoch_end(self, trainer, epoch, record):
+            record['valid_loss'] = [3.0, 1.0, 2.0][epoch]
+            trainer.flow.graph['a'].task.decoder.threshold = [0.3, 0.4, 0.6][epoch]  # e.g. tuned every epoch
+    seed_everything(0)
+    model = flow.torch(in_features={'features': 6})
+    t = Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.05), ds.loader(32), ds.loader(64),
+                epochs=3, callbacks=[Scripted()], restore_best=True, progress=False)
+    t.fit()
+    assert (t.restored_epoch, task_threshold(flow.graph['a'].task)) == (1, 0.4)
