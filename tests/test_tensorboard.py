@@ -40,14 +40,19 @@ class TinyCNN(nn.Module):
         return self.net(image.float() / 255)
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def _image_run(n_train, n_valid, seed):
+    "The walkthrough flow on synthetic images (train / valid from seeds `seed`, `seed + 1`) and a seeded tiny CNN."
     flow = synthetic_project().flows['full_flow']
-    train, valid = make_synthetic(96, seed=0), make_synthetic(48, seed=1)
+    train, valid = make_synthetic(n_train, seed=seed), make_synthetic(n_valid, seed=seed + 1)
     train_ds = FlowDataset(flow, {'image': train.images}, train.labels)
     valid_ds = FlowDataset(flow, {'image': valid.images}, valid.labels)
     seed_everything(0)
-    net = FlowNet(TinyCNN(), flow.torch(in_features={'features': 128}), input_key='image')
+    return flow, train_ds, valid_ds, FlowNet(TinyCNN(), flow.torch(in_features={'features': 128}), input_key='image')
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    flow, train_ds, valid_ds, net = _image_run(96, 48, seed=0)
     log_dir = tmp_path_factory.mktemp('tb')
     logger = TensorBoardLogger(log_dir, flow, best_worst_loader=valid_ds.loader(20, shuffle=True),
                                dataset_inputs=valid_ds.inputs['image'], n=4, best_worst_every=2, batch_loss_every=2)
@@ -151,12 +156,7 @@ def test_inputs_requiring_grad_or_on_a_gpu_are_shown(tmp_path):
 def test_best_worst_after_restoring_the_best_epoch(tmp_path):
     """A scripted monitor makes epoch 0 the best of three; with restore_best the logger ranks the restored model again,
     at step 3, and its images and tables are those of `best_worst_inputs` on the model `fit` leaves."""
-    flow = synthetic_project().flows['full_flow']
-    train, valid = make_synthetic(64, seed=2), make_synthetic(40, seed=3)
-    train_ds = FlowDataset(flow, {'image': train.images}, train.labels)
-    valid_ds = FlowDataset(flow, {'image': valid.images}, valid.labels)
-    seed_everything(0)
-    net = FlowNet(TinyCNN(), flow.torch(in_features={'features': 128}), input_key='image')
+    flow, train_ds, valid_ds, net = _image_run(64, 40, seed=2)
     snaps = []
 
     class Scripted(Callback):
