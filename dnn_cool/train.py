@@ -29,10 +29,11 @@ from .tasks import is_tunable, task_threshold, threshold_labels
 from .tuning import load_thresholds, save_thresholds
 
 # %% auto #0
-__all__ = ['seed_everything', 'to_device', 'FlowNet', 'EpochLoss', 'Callback', 'History', 'Trainer', 'EarlyStopping',
-           'decoder_thresholds', 'set_decoder_thresholds', 'thresholds_path', 'load_checkpoint', 'Checkpoint']
+__all__ = ['seed_everything', 'model_device', 'find_flow', 'evaluating', 'to_device', 'FlowNet', 'EpochLoss', 'Callback',
+           'History', 'Trainer', 'EarlyStopping', 'decoder_thresholds', 'set_decoder_thresholds', 'thresholds_path',
+           'load_checkpoint', 'Checkpoint']
 
-# %% ../nbs/07_train.ipynb #3ee94fb7
+# %% ../nbs/07_train.ipynb #6b3ff15b
 def seed_everything(seed: int,  # seeds Python's `random`, numpy's global generator and torch (CPU and every GPU)
                     deterministic: bool = False,  # also ask torch for deterministic kernels (slower on GPU)
                     ) -> torch.Generator:
@@ -46,6 +47,31 @@ def seed_everything(seed: int,  # seeds Python's `random`, numpy's global genera
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
 
+def model_device(model: nn.Module) -> torch.device:
+    "The device of the model's first parameter or buffer (CPU when it has none)."
+    for t in (*model.parameters(), *model.buffers()): return t.device
+    return torch.device('cpu')
+
+def find_flow(model: nn.Module, flow: TaskFlow | None = None,
+              required: bool = True) -> TaskFlow | None:  # False: None when there is none
+    "`flow` if given, else the flow of the FlowModule inside `model` (itself, a FlowNet, a DDP wrapper...)."
+    if flow is not None:
+        if not isinstance(flow, TaskFlow): raise TypeError(f"flow must be a TaskFlow, got {type(flow).__name__}")
+        return flow
+    for m in model.modules():  # any FlowModule-like submodule that knows its flow
+        if isinstance(getattr(m, 'flow', None), TaskFlow) and hasattr(m, 'heads'): return m.flow
+    if required: raise ValueError(f"can't find the flow of a {type(model).__name__}: pass flow=")
+    return None
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    "Eval mode without gradients inside the block; the model's training flag comes back on exit, also after an error."
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(): yield model
+    finally: model.train(was_training)
+
 def to_device(obj, device: torch.device | str, non_blocking: bool = False):
     "Move the tensors in nested dicts, lists and (named) tuples `obj` to `device`; other values are returned unchanged."
     if isinstance(obj, torch.Tensor): return obj.to(device, non_blocking=non_blocking)
@@ -56,7 +82,7 @@ def to_device(obj, device: torch.device | str, non_blocking: bool = False):
         return moved if isinstance(obj, list) else tuple(moved)
     return obj
 
-# %% ../nbs/07_train.ipynb #7cf4a2ef
+# %% ../nbs/07_train.ipynb #9b499318
 class FlowNet(nn.Module):
     "A backbone joined to a `FlowModule`: `batch[input_key]` -> backbone -> features -> every task head."
     def __init__(self, backbone: nn.Module | None,  # `batch[input_key]` -> a tensor or a dict of feature tensors; None: no backbone
@@ -82,7 +108,7 @@ class FlowNet(nn.Module):
         if not isinstance(features, Mapping): features = {self.output_key: features}
         return self.flow_module({**batch, **features})
 
-# %% ../nbs/07_train.ipynb #9f5b35d5
+# %% ../nbs/07_train.ipynb #6c0b40fe
 def _task_paths(graph: FlowGraph, path: str) -> list[str]:
     "The task paths `path` names: itself if it is a task, every task under it if it is a flow."
     if path in graph.paths: return [path]
@@ -114,7 +140,7 @@ def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without
     add('heads', lr, self.parameters())  # anything else a subclass added
     return list(groups.values())
 
-# %% ../nbs/07_train.ipynb #5477b7d6
+# %% ../nbs/07_train.ipynb #545fde30
 def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterable[str] | str):
     params = []
     if backbone:
@@ -139,7 +165,7 @@ def unfreeze(self: FlowNet, backbone: bool = False, tasks: Iterable[str] | str =
     _set_trainable(self, True, backbone, tasks)
     return self
 
-# %% ../nbs/07_train.ipynb #638746ec
+# %% ../nbs/07_train.ipynb #742e111a
 class EpochLoss:
     "Per-task sums of per-sample losses and counts over an epoch, on the device; `compute()` syncs once."
     def __init__(self): self.sums, self.counts, self.total, self.n = {}, {}, None, None
@@ -170,7 +196,7 @@ class EpochLoss:
         total = sum((weights or {}).get(p, 1.0) * v for p, v in losses.items() if not math.isnan(v))
         return total, losses, {p: int(c) for p, c in zip(paths, counts)}
 
-# %% ../nbs/07_train.ipynb #ee6e7da3
+# %% ../nbs/07_train.ipynb #8fbc1463
 class Callback:
     "Hooks called by `Trainer`; override the ones you need."
     order = 0  # callbacks run in increasing order; the trainer tracks the best epoch at order 5
@@ -201,7 +227,7 @@ class History:
         best = '' if self.best_epoch is None else f", best epoch {self.best_epoch}: {self.monitor}={self.best_score:.4g}"
         return f"History({len(self)} epochs{best}{', stopped early' if self.stopped_early else ''})"
 
-# %% ../nbs/07_train.ipynb #bfa7040c
+# %% ../nbs/07_train.ipynb #1b63fa4e
 class Trainer:
     "Fit a flow's model: per-task losses and metrics per epoch, AMP, accumulation, clipping, early stopping, checkpoints."
     def __init__(self, model: nn.Module,  # a `FlowModule` or `FlowNet`: `model(x)` returns the flow's outputs
@@ -228,8 +254,8 @@ class Trainer:
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
                  seed: int | None = None):  # `seed_everything(seed)` when `fit` starts
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        flow = flow if flow is not None else getattr(model, 'flow', None)
-        if not isinstance(flow, TaskFlow):
+        flow = find_flow(model, flow, required=False)
+        if flow is None:
             raise TypeError(f"Trainer needs the flow: pass flow=..., or a model with a .flow (FlowModule, FlowNet); "
                             f"got a {type(model).__name__}")
         if grad_accum_steps < 1: raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -263,7 +289,7 @@ class Trainer:
     def _call(self, hook: str, *args):
         for cb in self.callbacks: getattr(cb, hook)(self, *args)
 
-# %% ../nbs/07_train.ipynb #91aa67c5
+# %% ../nbs/07_train.ipynb #265d2ae5
 @patch
 def _autocast(self: Trainer):
     if self.amp_dtype is None: return contextlib.nullcontext()
@@ -299,7 +325,7 @@ def _rescale_grads(optimizer: torch.optim.Optimizer, factor: float):
 
 def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 
-# %% ../nbs/07_train.ipynb #89ca2bcc
+# %% ../nbs/07_train.ipynb #a0b92bae
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
@@ -357,7 +383,7 @@ def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetri
         for name, value in scores.get(p, {}).items(): record[f'{prefix}/{p}/{name}'] = value
     return record
 
-# %% ../nbs/07_train.ipynb #7fc9b156
+# %% ../nbs/07_train.ipynb #8dc043dc
 @patch
 def fit(self: Trainer) -> History:
     "Train for `epochs` epochs (fewer if a callback stops it); returns the `History`."
@@ -394,7 +420,7 @@ def _summary(record, trainer) -> str:
     if trainer.monitor not in ('train_loss', 'valid_loss'): parts.append(f"{trainer.monitor}={record[trainer.monitor]:.4g}")
     return f"epoch {record['epoch']}: " + ' '.join(parts) + (' (best)' if trainer.improved else '')
 
-# %% ../nbs/07_train.ipynb #f6a2b0a1
+# %% ../nbs/07_train.ipynb #6a4138ca
 class _BestTracker(Callback):
     "Decides whether the epoch improved on the best monitored value."
     order = 5
@@ -466,7 +492,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike,
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     json_path = thresholds_path(path)
     if json_path.exists(): ckpt['thresholds'] = load_thresholds(json_path)  # a file saved over it wins
-    flow = flow if flow is not None else getattr(model, 'flow', None)
+    flow = find_flow(model, flow, required=False)
     checked = _checked_thresholds(flow, ckpt.get('thresholds') or {}, strict=True) if flow is not None else {}
     model.load_state_dict(ckpt['state_dict'])
     if checked: set_decoder_thresholds(flow, checked)

@@ -10,10 +10,9 @@ from sklearn.metrics import f1_score
 
 import dnn_cool.module  # noqa: F401  (adds flow.torch())
 from conftest import known, walkthrough_features
-from dnn_cool.data import FlowDataset
 from dnn_cool.decoder import FlowDecoder, tuned_thresholds, tuning_table
 from dnn_cool.evaluation import collect_predictions, evaluate
-from dnn_cool.synthetic import BOOL_TASKS, FACIAL_CHARACTERISTICS, make_synthetic, synthetic_project
+from dnn_cool.synthetic import BOOL_TASKS, FACIAL_CHARACTERISTICS, synthetic_project
 from dnn_cool.tuning import ThresholdResult, load_thresholds, tune_threshold
 
 FACIAL = 'person_regression.face_regression.facial_characteristics'

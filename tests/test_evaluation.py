@@ -15,7 +15,7 @@ from dnn_cool.data import FlowDataset
 from dnn_cool.evaluation import (Predictions, collect_predictions, confusion_matrices, evaluate, predict,
                                  predict_records)
 from dnn_cool.flow import Project
-from dnn_cool.synthetic import (BOOL_TASKS, FACIAL_CHARACTERISTICS, SHIRT_NAMES, make_synthetic, synthetic_project)
+from dnn_cool.synthetic import BOOL_TASKS, FACIAL_CHARACTERISTICS, SHIRT_NAMES
 from dnn_cool.tasks import BinaryClassificationTask, BoundedRegressionTask
 
 FACE, BODY = 'person_regression.face_regression', 'person_regression.body_regression'

@@ -2,7 +2,6 @@
 state dicts that load into a fresh model."""
 import os
 
-import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
