@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dnn_cool  # noqa: F401
-from dnn_cool.train import to_device
+from dnn_cool.core import to_device
 from dnn_cool.data import FlowDataset
 from dnn_cool.synthetic import BOX_COLUMNS, make_synthetic, synthetic_project
 

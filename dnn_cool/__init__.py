@@ -7,22 +7,24 @@ __version__ = "0.5.0"
 __all__ = []
 
 # %% ../nbs/90_api.ipynb #df6cdf36
+from .core import evaluating, seed_everything, to_device
 from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, RegressionMetrics,
                               TaskMetric, TokenClassificationMetrics)
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, Decoder, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, Task,
                             ThresholdDecoder, SortingDecoder, RescaleDecoder, IdentityDecoder)
-from .flow import FlowDefinitionError, FlowGraph, Project, TaskFlow, precondition_masks
+from .flow import (FlowDefinitionError, FlowGraph, Project, TaskFlow, decoder_thresholds, precondition_masks,
+                           set_decoder_thresholds)
 from .module import FlowModule
 from .losses import FlowLoss, LossBreakdown
 from .flow_metrics import FlowMetrics
 from .data import FlowDataset, concat_datasets, tasks_from_dataframe
 from .synthetic import make_synthetic, synthetic_project
-from .train import Callback, EarlyStopping, Checkpoint, FlowNet, History, Trainer, seed_everything
+from .train import Callback, EarlyStopping, Checkpoint, FlowNet, History, Trainer
 from .evaluation import Predictions, collect_predictions, confusion_matrices, evaluate, predict, predict_records
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
 from .decoder import FlowDecoder, tuning_table
-from .explain import ExplanationNode, explain, explain_batch, render_text
+from .explanations import ExplanationNode, explain, explain_batch, render_html, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger
 

@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from .evaluation import Predictions
 from .flow import TaskFlow
 from .tasks import Decoder, is_tunable, task_threshold, threshold_labels
-from .train import set_decoder_thresholds
+from .flow import set_decoder_thresholds
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
 from .tuning import load_thresholds as read_thresholds, save_thresholds as write_thresholds
 

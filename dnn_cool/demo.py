@@ -17,7 +17,7 @@ import torch.nn as nn
 from .data import FlowDataset
 from .decoder import tuning_table
 from .evaluation import collect_predictions, evaluate
-from .explain import explain_batch, render_text
+from .explanations import explain_batch, render_text
 from .synthetic import make_synthetic, synthetic_project
 from .tensorboard import TensorBoardLogger
 from .train import FlowNet, Trainer, seed_everything

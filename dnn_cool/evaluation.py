@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from .flow import TaskFlow
 from .flow_metrics import FlowMetrics
-from .train import evaluating, find_flow, model_device, to_device
+from .core import evaluating, model_device, to_device
+from .module import find_flow
 
 # %% auto #0
 __all__ = ['Predictions', 'collect_predictions', 'evaluate', 'confusion_matrices', 'predict', 'predict_records']

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .train import evaluating, find_flow, model_device, to_device
+from .core import evaluating, model_device, to_device
+from .module import find_flow
 from .flow import TaskFlow
 from .losses import FlowLoss
 

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .flow import TaskFlow, precondition_masks
 
 # %% auto #0
-__all__ = ['FlowModule', 'flow_torch']
+__all__ = ['FlowModule', 'flow_torch', 'find_flow']
 
 # %% ../nbs/04_module.ipynb #5f0b7dff
 def _module_key(path: str) -> str: return path.replace('.', '-')  # ModuleDict keys can't hold dots; names never hold '-'
@@ -96,3 +96,16 @@ def flow_torch(self: TaskFlow, example_batch: Mapping | None = None,  # a batch 
     return FlowModule(self, sizes)
 
 TaskFlow.torch = flow_torch  # assigned, not @patch-ed: a function named `torch` would shadow the torch module
+
+# %% ../nbs/04_module.ipynb #13f1356a
+def find_flow(model: nn.Module, flow: TaskFlow | None = None,
+              required: bool = True) -> TaskFlow | None:  # False: None when there is none
+    "`flow` if given, else the flow of the FlowModule inside `model` (itself, a FlowNet, a DDP wrapper...)."
+    if flow is not None:
+        if not isinstance(flow, TaskFlow): raise TypeError(f"flow must be a TaskFlow, got {type(flow).__name__}")
+        return flow
+    for m in model.modules():  # any FlowModule-like submodule that knows its flow
+        if isinstance(getattr(m, 'flow', None), TaskFlow) and hasattr(m, 'heads'): return m.flow
+    if required: raise ValueError(f"can't find the flow of a {type(model).__name__}: pass flow=")
+    return None
+

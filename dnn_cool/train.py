@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -20,67 +19,17 @@ import torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .flow import FlowGraph, TaskFlow
+from .core import seed_everything, to_device
+from .flow import FlowGraph, TaskFlow, decoder_thresholds, set_decoder_thresholds, _checked_thresholds
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
 from .metrics import float_dtype
-from .module import FlowModule
-from .tasks import is_tunable, task_threshold, threshold_labels
+from .module import FlowModule, find_flow
 from .tuning import load_thresholds, save_thresholds
 
 # %% auto #0
-__all__ = ['seed_everything', 'model_device', 'find_flow', 'evaluating', 'to_device', 'FlowNet', 'EpochLoss', 'Callback',
-           'History', 'Trainer', 'EarlyStopping', 'decoder_thresholds', 'set_decoder_thresholds', 'thresholds_path',
-           'load_checkpoint', 'Checkpoint']
-
-# %% ../nbs/07_train.ipynb #6b3ff15b
-def seed_everything(seed: int,  # seeds Python's `random`, numpy's global generator and torch (CPU and every GPU)
-                    deterministic: bool = False,  # also ask torch for deterministic kernels (slower on GPU)
-                    ) -> torch.Generator:
-    "Seed every global random generator; returns a `torch.Generator` seeded alike, e.g. for a loader's shuffling."
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds CUDA
-    os.environ['PYTHONHASHSEED'] = str(seed)  # for subprocesses (data loader workers started by spawn)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    return torch.Generator().manual_seed(seed)
-
-def model_device(model: nn.Module) -> torch.device:
-    "The device of the model's first parameter or buffer (CPU when it has none)."
-    for t in (*model.parameters(), *model.buffers()): return t.device
-    return torch.device('cpu')
-
-def find_flow(model: nn.Module, flow: TaskFlow | None = None,
-              required: bool = True) -> TaskFlow | None:  # False: None when there is none
-    "`flow` if given, else the flow of the FlowModule inside `model` (itself, a FlowNet, a DDP wrapper...)."
-    if flow is not None:
-        if not isinstance(flow, TaskFlow): raise TypeError(f"flow must be a TaskFlow, got {type(flow).__name__}")
-        return flow
-    for m in model.modules():  # any FlowModule-like submodule that knows its flow
-        if isinstance(getattr(m, 'flow', None), TaskFlow) and hasattr(m, 'heads'): return m.flow
-    if required: raise ValueError(f"can't find the flow of a {type(model).__name__}: pass flow=")
-    return None
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    "Eval mode without gradients inside the block; the model's training flag comes back on exit, also after an error."
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): yield model
-    finally: model.train(was_training)
-
-def to_device(obj, device: torch.device | str, non_blocking: bool = False):
-    "Move the tensors in nested dicts, lists and (named) tuples `obj` to `device`; other values are returned unchanged."
-    if isinstance(obj, torch.Tensor): return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Mapping): return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        moved = [to_device(v, device, non_blocking) for v in obj]
-        if hasattr(obj, '_fields'): return type(obj)(*moved)  # a named tuple takes its fields as arguments
-        return moved if isinstance(obj, list) else tuple(moved)
-    return obj
+__all__ = ['FlowNet', 'EpochLoss', 'Callback', 'History', 'Trainer', 'EarlyStopping', 'thresholds_path', 'load_checkpoint',
+           'Checkpoint']
 
 # %% ../nbs/07_train.ipynb #9b499318
 class FlowNet(nn.Module):
@@ -444,42 +393,6 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer, epoch, record):
         since_best = epoch - (-1 if trainer.best_epoch is None else trainer.best_epoch)
         if since_best >= self.patience: trainer.stop_training = True
-
-def decoder_thresholds(flow: TaskFlow) -> dict[str, float | list[float]]:
-    "Every tunable decoder's threshold by task path: a float, or one float per label (as `FlowDecoder.thresholds()`)."
-    return {n.path: task_threshold(n.task) for n in flow.graph.nodes if is_tunable(n.task)}
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-def _checked_thresholds(flow: TaskFlow, thresholds: Mapping, strict: bool) -> dict[str, float | list[float]]:
-    "`thresholds` as floats (one per label for per-label tasks), or a clear error naming the task at fault."
-    tunable, checked = list(decoder_thresholds(flow)), {}
-    for path, value in thresholds.items():
-        if path not in flow.graph.paths:
-            if not strict: continue
-            raise KeyError(f"flow '{flow.graph.name}' has no task '{path}'; its tunable tasks: {tunable}")
-        task = flow.graph[path].task
-        if not is_tunable(task):
-            raise ValueError(f"task '{path}' has no tunable threshold (its decoder is {getattr(task, 'decoder', None)!r})")
-        n, value = threshold_labels(task), value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
-        if n is None and _is_number(value): checked[path] = float(value)
-        elif n is not None and _is_number(value): checked[path] = [float(value)] * n
-        elif n is not None and isinstance(value, (list, tuple)) and len(value) == n and all(map(_is_number, value)):
-            checked[path] = [float(v) for v in value]
-        elif n is None: raise ValueError(f"task '{path}' takes one finite float threshold, got {value!r}")
-        else:
-            got = f"{len(value)} values" if isinstance(value, (list, tuple)) else repr(value)
-            raise ValueError(f"task '{path}' has {n} labels {task.label_names() or ''} and takes {n} finite float "
-                             f"thresholds (or one for all), got {got}")
-    return checked
-
-def set_decoder_thresholds(flow: TaskFlow,
-                           thresholds: Mapping[str, float | list[float]],  # task path -> threshold, as `decoder_thresholds` gives
-                           strict: bool = True):  # False: skip the paths `flow` doesn't have
-    "Set the thresholds of `flow`'s tunable decoders; every value is checked before any is set."
-    for path, value in _checked_thresholds(flow, thresholds, strict).items():
-        flow.graph[path].task.decoder.threshold = value
 
 def thresholds_path(path: str | os.PathLike) -> Path:
     "Where `Checkpoint` writes the decoder thresholds of the checkpoint `path`: `<path>.thresholds.json`."

@@ -1,4 +1,4 @@
-"""dnn_cool.explain and dnn_cool.interpret on the walkthrough flow (14 tasks, nested flows).
+"""dnn_cool.explanations and dnn_cool.interpret on the walkthrough flow (14 tasks, nested flows).
 
 Explanations: heads set by hand so that every decoded value is known in advance.
 Interpretation: against a brute force that loops over samples one at a time, writes each task's loss formula and the
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 import dnn_cool.losses  # noqa: F401  (flow.get_loss())
 import dnn_cool.module  # noqa: F401  (flow.torch())
 from dnn_cool.data import FlowDataset
-from dnn_cool.explain import explain, explain_batch, render_html, render_text
+from dnn_cool.explanations import explain, explain_batch, render_html, render_text
 from dnn_cool.interpret import BestWorst, best_worst_inputs
 from dnn_cool.synthetic import (BOOL_TASKS, BOX_COLUMNS, FACIAL_CHARACTERISTICS, SHIRT_NAMES, make_synthetic,
                                 synthetic_project)

@@ -9,7 +9,7 @@ import torch
 
 from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowDataset, FlowMetrics,
                       MultilabelClassificationTask, Project)
-from dnn_cool.train import to_device
+from dnn_cool.core import to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 

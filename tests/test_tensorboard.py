@@ -17,7 +17,8 @@ from dnn_cool.data import FlowDataset
 from dnn_cool.interpret import BestWorst, best_worst_inputs
 from dnn_cool.synthetic import make_synthetic, synthetic_project
 from dnn_cool.tensorboard import TensorBoardLogger, log_best_worst
-from dnn_cool.train import Callback, FlowNet, Trainer, seed_everything
+from dnn_cool.core import seed_everything
+from dnn_cool.train import Callback, FlowNet, Trainer
 
 
 def read_events(log_dir):

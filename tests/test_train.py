@@ -12,12 +12,12 @@ import torch.nn as nn
 import dnn_cool.losses  # noqa: F401  (flow.get_loss)
 import dnn_cool.module  # noqa: F401  (flow.torch)
 from dnn_cool.data import FlowDataset
-from dnn_cool.flow import Project
+from dnn_cool.core import seed_everything
+from dnn_cool.flow import Project, decoder_thresholds
 from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
                             MultilabelClassificationTask, RegressionTask)
 from dnn_cool.tasks import task_threshold
-from dnn_cool.train import (Callback, EpochLoss, FlowNet, Trainer, decoder_thresholds, load_checkpoint,
-                            seed_everything, thresholds_path)
+from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, thresholds_path
 from dnn_cool.tuning import load_thresholds
 
 
