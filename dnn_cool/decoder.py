@@ -21,7 +21,7 @@ from .tuning import ThresholdResult, tune_multilabel, tune_threshold
 from .tuning import load_thresholds as read_thresholds, save_thresholds as write_thresholds
 
 # %% auto #0
-__all__ = ['FlowDecoder', 'get_decoder', 'tuned_thresholds', 'tuning_table']
+__all__ = ['FlowDecoder', 'get_decoder', 'TuningResults', 'tuned_thresholds', 'tuning_table']
 
 # %% ../nbs/09a_decoder.ipynb #f5397ddf
 class FlowDecoder:
@@ -152,8 +152,23 @@ def tune(self: FlowDecoder,
                 names = task.label_names() if hasattr(task, 'label_names') else None
                 results[p] = tune_multilabel(scores, target, per_label, objective, label_names=names, **kw)
         except ValueError as e: raise ValueError(f"task '{p}': {e}") from e
-    if apply: self.load_thresholds(tuned_thresholds(results))
+    results = TuningResults(results, flow=self.flow, objective=objective if isinstance(objective, str) else
+                            getattr(objective, '__name__', type(objective).__name__))
+    if apply:
+        self.load_thresholds(tuned_thresholds(results))
+        results.applied = tuned_thresholds(results)
     return results
+
+class TuningResults(dict):
+    "What `tune` returns: `{task_path: ThresholdResult | [ThresholdResult per label]}`, plus the flow and what was applied."
+    def __init__(self, results=(), flow: TaskFlow | None = None, objective: str | None = None,
+                 source: str | None = None,  # which data the thresholds were tuned on, in words
+                 applied: Mapping | None = None):  # `{task_path: threshold}` set on the decoders (empty: none)
+        super().__init__(results)
+        self.flow, self.objective, self.source, self.applied = flow, objective, source, dict(applied or {})
+    def __repr__(self):
+        return (f"TuningResults({len(self)} tasks, objective={self.objective!r}, applied={len(self.applied)}"
+                + (f", source={self.source!r}" if self.source else '') + ')')
 
 def tuned_thresholds(results: Mapping[str, ThresholdResult | list[ThresholdResult]]) -> dict[str, float | list[float]]:
     "`{path: threshold}` of `tune`'s results, in the form `load_thresholds` takes."

@@ -17,7 +17,7 @@ from .core import evaluating, model_device, to_device
 from .module import find_flow
 
 # %% auto #0
-__all__ = ['ExplanationNode', 'explain', 'format_value', 'render_text', 'render_html', 'explain_batch']
+__all__ = ['ExplanationNode', 'explain', 'format_value', 'render_text', 'render_html', 'explain_batch', 'Explanations']
 
 # %% ../nbs/10_explanations.ipynb #a20acac7
 @dataclass(repr=False, eq=False)  # arrays inside: identity, not field-wise ==
@@ -199,7 +199,7 @@ def explain_batch(model: torch.nn.Module,  # the flow's module (or one returning
                   batch,  # the inputs dict, or a `(x, y)` batch from a `FlowDataset`
                   flow: TaskFlow | None = None,  # default `model.flow`
                   indices: Sequence[int] | None = None,  # positions in the batch (default all)
-                  show_hidden: bool = False) -> list[ExplanationNode]:
+                  show_hidden: bool = False) -> Explanations:
     "Explanation trees of the samples `indices` of `batch`."
     flow = find_flow(model, flow)
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -207,4 +207,9 @@ def explain_batch(model: torch.nn.Module,  # the flow's module (or one returning
     ids = x.get('_index')
     ids = None if ids is None else torch.as_tensor(ids).reshape(-1).tolist()
     if indices is None: indices = range(len(outputs['predicted_precondition'][flow.graph.paths[0]]))
-    return [explain(flow, outputs, i, None if ids is None else ids[i], show_hidden) for i in indices]
+    return Explanations(explain(flow, outputs, i, None if ids is None else ids[i], show_hidden) for i in indices)
+
+class Explanations(list):
+    "The explanation trees of several samples (a list), rendered one after the other."
+    def __repr__(self): return '\n\n'.join(render_text(t) for t in self)
+    def _repr_html_(self): return ''.join(render_html(t) for t in self)

@@ -201,7 +201,8 @@ class Trainer:
                  train_metrics: bool = True,  # compute the metrics on the training batches too
                  progress: bool = True,  # tqdm bars (terminal or notebook) and one summary line per epoch
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
-                 seed: int | None = None):  # `seed_everything(seed)` when `fit` starts
+                 seed: int | None = None,  # `seed_everything(seed)` when `fit` starts
+                 live_plot: bool | None = None):  # per-task plots while training: None = only in a notebook front end
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         flow = find_flow(model, flow, required=False)
         if flow is None:
@@ -226,14 +227,20 @@ class Trainer:
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.train_metrics, self.progress, self.log_every, self.seed = train_metrics, progress, log_every, seed
+        self.live_plot = live_plot
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == 'cuda')
         builtin = [_BestTracker()]
         if early_stopping_patience is not None: builtin.append(EarlyStopping(early_stopping_patience))
         if checkpoint_path is not None or restore_best: builtin.append(Checkpoint(checkpoint_path, restore_best))
+        builtin += [cb for make in Trainer.default_callbacks if (cb := make(self)) is not None]
         self.callbacks = sorted([*callbacks, *builtin], key=lambda cb: cb.order)  # stable: equal orders keep theirs
         self.global_step, self.optimizer_steps, self.last_grad_norm, self.stop_training = 0, 0, None, False
         self.restored_epoch = None  # set by `Checkpoint` when `fit` ends with the best epoch's weights loaded back
         self.history = History(monitor=monitor)
+
+    # Factories `make(trainer) -> Callback | None` that every Trainer calls: layers above the engine (the notebook views)
+    # register here, so the trainer adds their callbacks without importing them.
+    default_callbacks: list[Callable] = []
 
     def _call(self, hook: str, *args):
         for cb in self.callbacks: getattr(cb, hook)(self, *args)

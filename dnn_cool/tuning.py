@@ -234,6 +234,31 @@ class ThresholdResult:
     curve: pd.DataFrame = field(repr=False)  # one row per candidate threshold, highest first
     constraint: list = field(default_factory=list)  # the (metric, op, value) triples that were enforced
     label: str | None = None  # the label's name, for multilabel results
+    confusion: ConfusionCurve | None = field(default=None, repr=False)  # counts at every distinct score (all rows, even for a callable)
+
+    @property
+    def num_samples(self) -> int | float:
+        "Samples the threshold was tuned on (a weight sum with `sample_weight`)."
+        c = self.confusion
+        return _plain_count(c.tp[0] + c.fp[0] + c.fn[0] + c.tn[0])
+    @property
+    def num_positive(self) -> int | float:
+        "Positive samples among them."
+        return _plain_count(self.confusion.tp[0] + self.confusion.fn[0])
+    @property
+    def num_negative(self) -> int | float:
+        "Negative samples among them."
+        return _plain_count(self.confusion.fp[0] + self.confusion.tn[0])
+
+    def counts_at(self, threshold):  # a float, or an array of thresholds
+        "`{'tp', 'fp', 'fn', 'tn'}` on the tuning data at any `threshold` (positive: `score >= threshold`), by binary search."
+        c = self.confusion
+        if self._ascending is None: self._ascending = c.thresholds[1:][::-1].copy()  # distinct scores, ascending
+        rows = len(self._ascending) - np.searchsorted(self._ascending, threshold, side='left')  # scores >= threshold
+        return dict(tp=c.tp[rows], fp=c.fp[rows], fn=c.fn[rows], tn=c.tn[rows])
+    _ascending = None  # cached by `counts_at`
+
+def _plain_count(v): return int(v) if float(v).is_integer() else float(v)
 
 def _check_args(objective, beta, constraint, max_candidates):
     "Clear errors for arguments that don't fit together."
@@ -265,7 +290,7 @@ def _tune(scores, y, w, objective, beta, constraint, max_candidates, label=None)
     cols.update({k: v for k, v in cvals.items() if k not in cols})
     df = pd.DataFrame({k: v[rows] for k, v in cols.items()})
     df['objective'], df['feasible'] = values, feasible[rows]
-    return ThresholdResult(float(thresholds[rows[best]]), float(values[best]), name, df, constraints, label)
+    return ThresholdResult(float(thresholds[rows[best]]), float(values[best]), name, df, constraints, label, curve)
 
 def tune_threshold(scores,  # (n,) scores, higher means more positive; numpy array or torch tensor
                    y_true,  # (n,) binary labels (0/1 or bool)
