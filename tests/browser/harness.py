@@ -39,10 +39,12 @@ class Lab:
 
 
 class Page:
-    "A Playwright page that blocks every request beyond 127.0.0.1 and records console errors and blocked requests."
+    """A Playwright page that blocks every request beyond 127.0.0.1 and records console errors, blocked requests and
+    dialogs (an `alert()` from an injected `<img onerror=alert(1)>` would show here)."""
     def __init__(self, page):
-        self.page, self.console_errors, self.blocked, self.notebook = page, [], [], None
+        self.page, self.console_errors, self.blocked, self.dialogs, self.notebook = page, [], [], [], None
         page.on('console', lambda m: self.console_errors.append(m.text) if m.type == 'error' else None)
+        page.on('dialog', lambda d: (self.dialogs.append(d.message), d.dismiss()))
         page.on('pageerror', lambda e: self.console_errors.append(f'page error: {e}'))
         page.route('**/*', self._route)
 
@@ -58,8 +60,9 @@ class Page:
     def __getattr__(self, name): return getattr(self.page, name)  # the rest of Playwright's Page
 
     def assert_clean(self, ignore: tuple[str, ...] = ()):
-        "No console error (but those containing one of `ignore`) and no request that left the machine."
+        "No console error (but those containing one of `ignore`), no dialog and no request that left the machine."
         errors = [e for e in self.console_errors if not any(s in e for s in ignore)]
+        assert not self.dialogs, f'dialogs opened (a script ran?): {self.dialogs}'
         assert not self.blocked, f'requests beyond 127.0.0.1: {self.blocked}'
         assert not errors, f'console errors: {errors}'
 

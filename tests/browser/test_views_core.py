@@ -7,7 +7,7 @@ import ipywidgets
 from dnn_cool.views.core import WidgetView, wrap, esc
 class Counter(WidgetView):
     def __init__(self): self.n = 0
-    def to_html(self): return wrap(f'<span class="static-count">static {self.n} {esc("<b>x</b>")}</span>')
+    def to_html(self): return wrap(f'<span class="static-count">static {self.n} {esc("<b>x</b>")}</span>{esc("<img src=x onerror=alert(1)>")}')
     def __repr__(self): return f'Counter({self.n})'
     def build(self):
         self.slider = ipywidgets.IntSlider(description='n')
