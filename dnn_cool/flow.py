@@ -337,7 +337,8 @@ def precondition_masks(graph: FlowGraph,
         if path in leaves: return leaves[path]
         if path not in truth:
             raise KeyError(f"flow '{graph.name}': the ground truth of precondition '{path}' is missing from the batch "
-                           f"(batch['gt']['value'] needs {graph.precondition_paths})")
+                           f"(batch['gt']['value'] needs {graph.precondition_paths}, and has {sorted(truth)}: was the "
+                           f"batch built by a FlowDataset of another flow?)")
         v, k = truth[path], masks[path] if known is None else masks[path] & known[path]
         for what, t in (('value', v), ('available', None if known is None else known[path])):
             if t is not None and tuple(t.shape) != (batch_size,):
