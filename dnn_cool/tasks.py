@@ -291,6 +291,9 @@ class ClassificationTask(Task):
                              f"per row, e.g. np.argmax(onehot, axis=1)")
         if isinstance(v.dtype, pd.CategoricalDtype) and self.labels is not None:
             v = v.astype(object).map(lambda a: None if _is_missing(a) else str(a))  # categories are named by str()
+        ids = v.dtype == object and len(v.dropna()) > 0 and all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                                               for a in v.dropna())  # class ids with gaps (None)
+        if ids: v = pd.to_numeric(v).astype('Float64')
         if self.labels is not None and not pd.api.types.is_numeric_dtype(v.dtype):
             index = {name: i for i, name in enumerate(self.labels)}
             unknown = set(v.dropna()) - set(index)
