@@ -123,7 +123,7 @@ class EpochLoss:
     def __init__(self, skip_nonfinite: bool = False):  # leave out batches whose loss is not finite (steps a GradScaler skips)
         self.skip_nonfinite, self.paths = skip_nonfinite, None
         self.sums = self.counts = self.bad = self.first_bad = self.skipped = None  # (n_paths,) tensors, and () for skipped
-        self.nonfinite, self.empty, self.skipped_batches = {}, [], 0  # set by `compute`
+        self.nonfinite, self.empty, self.skipped_batches, self.computed = {}, [], 0, False  # set by `compute`
 
     @torch.no_grad()
     def update(self, breakdown: LossBreakdown | None,  # from `FlowLoss.breakdown`; None for a criterion without one
@@ -158,6 +158,7 @@ class EpochLoss:
     def compute(self, weights: Mapping[str, float] | None = None,  # task path -> weight in the total (default 1)
                 ) -> tuple[float, dict[str, float], dict[str, int]]:
         "`(total, {path: loss}, {path: count})`, one sync; sets `nonfinite` `{path: (first step, batches)}` and `empty` (no sample)."
+        self.computed = True
         if self.paths is None: return float('nan'), {}, {}
         values = torch.cat([self.sums, self.counts, self.bad, self.first_bad, self.skipped.reshape(1)]).tolist()  # the one sync
         k = len(self.paths)
@@ -414,8 +415,8 @@ def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetri
 # %% ../nbs/07_train.ipynb #6d29ee77
 @patch
 def _check_finite(self: Trainer, prefix: str, loss_sums: EpochLoss):
-    "Act on non-finite losses found in `loss_sums` (reads them with a sync when `compute` hasn't run)."
-    if not loss_sums.nonfinite and bool(loss_sums.any_nonfinite()): loss_sums.compute()
+    "Act on non-finite losses found in `loss_sums` (at a log point, before the epoch's `compute`, this syncs once more)."
+    if not loss_sums.computed: loss_sums.compute()
     if not loss_sums.nonfinite: return
     validation = prefix != 'train'
     where = f"{'validation' if validation else 'training'} in epoch {self.epoch}"
