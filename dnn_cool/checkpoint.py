@@ -296,7 +296,11 @@ def load_checkpoint(model: nn.Module,
                     map_location='cpu',
                     strict: bool = True) -> dict:  # refuse a checkpoint of a flow with a different structure
     "Load a checkpoint's weights into `model` and its thresholds into `flow`'s decoders, all checked first."
-    ckpt = read_checkpoint(path, map_location)
+    return _apply_checkpoint(model, read_checkpoint(path, map_location), flow, strict)
+
+def _apply_checkpoint(model: nn.Module, ckpt: dict, flow: TaskFlow | None = None, strict: bool = True) -> dict:
+    "Load a checkpoint read by `read_checkpoint` into `model` and `flow` (see `load_checkpoint`)."
+    path = ckpt['path']
     flow = find_flow(model, as_flow(flow, 'load_checkpoint') if flow is not None else None, required=False)
     saved = (ckpt['meta'] or {}).get('flow')
     if strict and saved is not None and flow is not None:

@@ -228,9 +228,7 @@ def _readable(task, decoded: torch.Tensor, on: torch.Tensor, ranking: bool = Fal
         values = [[names[j] for j in row] for row in decoded.tolist()] if ranking else [names[j] for j in decoded[:, 0].tolist()]
     else: values = decoded.tolist()
     values = [v if ok else None for v, ok in zip(values, on)]
-    kinds = {type(v) for v in values if v is not None}
-    if kinds == {bool}: return pd.array(values, dtype='boolean')  # True / False, <NA> where off
-    if kinds == {int}: return pd.array(values, dtype='Int64')  # class ids stay ints: 3, not 3.0
+    if {type(v) for v in values if v is not None} == {int}: return pd.array(values, dtype='Int64')  # ids stay ints: 3, not 3.0
     return values
 
 # %% ../nbs/08_evaluation.ipynb #c07a50b3

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state, thresholds_path)
+                                 set_rng_state, thresholds_path, _apply_checkpoint)
 from .core import seed_everything, to_device
 from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_thresholds
 from .flow_metrics import FlowMetrics
@@ -542,7 +542,8 @@ class Checkpoint(Callback):
                  last_path: str | os.PathLike | None = None):  # every epoch goes here, to resume from
         self.path, self.restore_best, self.last_path, self.state, self.thresholds = path, restore_best, last_path, None, None
     def on_epoch_end(self, trainer, epoch, record):
-        if self.last_path is not None: trainer.save_checkpoint(self.last_path, epoch)
+        if self.last_path is not None and not trainer.diverged:  # a diverged epoch never replaces the last good one
+            trainer.save_checkpoint(self.last_path, epoch)
         if not trainer.improved: return
         if self.path is None:
             self.state = {k: v.detach().to('cpu', copy=True) for k, v in trainer.model.state_dict().items()}
@@ -550,7 +551,7 @@ class Checkpoint(Callback):
         else: trainer.save_checkpoint(self.path, epoch)
     def on_fit_end(self, trainer):
         if not self.restore_best or trainer.best_epoch is None: return
-        if self.path is not None: load_checkpoint(trainer.model, self.path, flow=trainer.flow, map_location=trainer.device)
+        if self.path is not None: load_checkpoint(trainer.model, self.path, flow=trainer.flow)
         elif self.state is None:  # resumed past the best epoch, whose weights were only ever in the first run's memory
             warnings.warn(f"restore_best: the best epoch ({trainer.best_epoch}) was before the resumed checkpoint and "
                           f"its weights were kept in memory only; pass checkpoint_path= to keep them on disk")
@@ -581,7 +582,7 @@ def save_checkpoint(self: Trainer, path: str | os.PathLike,
 @patch
 def _resume(self: Trainer, path) -> int:
     "Load a checkpoint's weights and training state; returns the epoch to start with."
-    ckpt = read_checkpoint(path, self.device)
+    ckpt = read_checkpoint(path, 'cpu')  # random states must stay CPU tensors; weights and optimizer state move on load
     training = ckpt.get('training')
     if training is None:
         raise CheckpointError(f"{path} holds weights but no training state to resume from; load it with "
@@ -591,7 +592,7 @@ def _resume(self: Trainer, path) -> int:
         has = lambda s: 'a scheduler' if s is not None else 'no scheduler'
         raise CheckpointError(f"{path} was saved by a run with {has(training['scheduler'])}; this trainer has "
                               f"{has(self.scheduler)}: build it as the run that was saved")
-    load_checkpoint(self.model, path, flow=self.flow, map_location=self.device)
+    _apply_checkpoint(self.model, ckpt, self.flow)
     try: self.optimizer.load_state_dict(training['optimizer'])
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: its optimizer state doesn't fit this optimizer ({e}); build the optimizer "

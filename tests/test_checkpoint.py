@@ -212,11 +212,12 @@ def test_the_best_checkpoint_holds_the_best_epoch_and_never_a_diverged_one(tmp_p
         def on_epoch_start(self, trainer, epoch):
             if epoch == 2:
                 with torch.no_grad(): trainer.model.flow_module.head('size').bias.fill_(float('nan'))
-    best = tmp_path / 'best.pt'
+    best, last = tmp_path / 'best.pt', tmp_path / 'last.pt'
     t = resumable_trainer(False, 'step', epochs=3, callbacks=[Scripted(), Poison()], checkpoint_path=best,
-                          restore_best=True, on_nonfinite='warn')
+                          last_checkpoint_path=last, restore_best=True, on_nonfinite='warn')
     with pytest.warns(UserWarning, match="task 'size' is not finite"): h = t.fit()
     assert (h.best_epoch, t.restored_epoch, read_checkpoint(best)['epoch']) == (1, 1, 1)
+    assert read_checkpoint(last)['epoch'] == 1  # the diverged epoch 2 did not replace the last good resume point
     assert all(torch.isfinite(v).all() for v in t.model.state_dict().values())
 
 
