@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import secrets
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -758,8 +759,9 @@ def _flow_css(layout: FlowLayout, uid: str) -> str:
     s, nested = f'.dc-{uid}', [g for p, g in layout.groups.items() if p]
     index = {g.path: i for i, g in enumerate(nested)}
     height = f'calc({layout.height}px' + ''.join(f' - var(--dc-d{i},0px)' for i in range(len(nested))) + ')'
-    rules = [f'{s} .dc-canvas{{overflow-x:auto;overflow-y:hidden;max-width:100%}}',
-             f'{s} .dc-canvas>svg{{display:block;height:{height};background:#fff}}',
+    rules = [f'{s}{{width:fit-content;max-width:100%}}',
+             f'{s} .dc-canvas{{overflow-x:auto;overflow-y:hidden;max-width:100%}}',
+             f'{s} .dc-canvas>svg{{display:block;max-width:none;height:{height};background:#fff}}',  # scrolls, never shrinks
              f'{s} .dc-fold{{display:block;width:100%;height:100%;cursor:pointer}}',
              f'{s} .dc-node:hover rect.dc-box{{stroke-width:2.4}}']
     for g in nested:
@@ -819,10 +821,17 @@ class FlowView(WidgetView):
         boxes, _ = folded_geometry(self.layout, self.collapsed)
         return [p for p in self.layout.nodes if p in boxes]
 
+def _shown(make_view, text, include=None, exclude=None) -> dict:
+    "The view's bundle; if drawing fails (a bug of ours), the text with a warning, never a broken output."
+    try: return make_view()._repr_mimebundle_(include, exclude)
+    except Exception as e:
+        warnings.warn(f'dnn_cool.views could not draw this ({type(e).__name__}: {e}); showing its text instead')
+        return {'text/plain': text()}
+
 @patch
 def _repr_mimebundle_(self: TaskFlow, include=None, exclude=None):
     "Displaying a flow draws it (text: its `summary()` tree)."
-    return FlowView(self)._repr_mimebundle_(include, exclude)
+    return _shown(lambda: FlowView(self), self.summary, include, exclude)
 
 # %% ../../nbs/20a_views.flow.ipynb #4d16c070
 _FLOW_ESM = """
@@ -888,7 +897,8 @@ def details_html(self: FlowView, path: str | None = None) -> str:
     path = self.selected if path is None else path
     if not path: return f'<div class="dcw-hint">{esc(HINT)}</div>'
     node = self.layout.nodes[path]
-    rows = ''.join(f'<dt>{esc(k)}</dt><dd>{esc(v)}</dd>' for k, v in task_facts(node, self.evaluation, limit=10_000))
+    facts = task_facts(node, self.evaluation, limit=10_000)[1:]  # the path is the heading
+    rows = ''.join(f'<dt>{esc(k)}</dt><dd>{esc(v)}</dd>' for k, v in facts)
     return f'<h4>{esc(path)}</h4><dl>{rows}</dl>'
 
 @patch
@@ -991,4 +1001,4 @@ class ProjectView(WidgetView):
 @patch
 def _repr_mimebundle_(self: Project, include=None, exclude=None):
     "Displaying a project lists its flows and draws each."
-    return ProjectView(self)._repr_mimebundle_(include, exclude)
+    return _shown(lambda: ProjectView(self), lambda: repr(ProjectView(self)), include, exclude)
