@@ -5,6 +5,7 @@
 # %% ../../nbs/20a_views.flow.ipynb #f8ac1e89
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import unicodedata
@@ -27,7 +28,7 @@ __all__ = ['TASK_STYLES', 'ICONS', 'NEUTRAL_FILL', 'NEUTRAL_STROKE', 'MONOSPACE'
            'EDGE_COLOR', 'NOT_COLOR', 'SELECTED_COLOR', 'FRAME_FILLS', 'FRAME_STROKE', 'JUNCTION_STYLES', 'HINT',
            'TaskStyle', 'task_style', 'text_width', 'Box', 'NodeLayout', 'GroupLayout', 'JunctionLayout', 'EdgeLayout',
            'LegendItem', 'FlowLayout', 'layout_flow', 'folded_geometry', 'format_score', 'task_facts', 'flow_svg',
-           'FlowView', 'ProjectView']
+           'FlowView', 'flow_widget_class', 'ProjectView']
 
 # %% ../../nbs/20a_views.flow.ipynb #1a60b17b
 @dataclass(frozen=True)
@@ -873,20 +874,18 @@ _FLOW_WIDGET_CSS = """
 .dcw-details .dcw-hint { color: #59636e; }
 """
 
-def _make_flow_widget(**state):
-    "The anywidget class, made on first use (importing this module needs no widget library)."
-    global FlowGraphWidget
-    if 'FlowGraphWidget' not in globals():
-        import anywidget, traitlets
-        class FlowGraphWidget(anywidget.AnyWidget):
-            "The drawing in the browser: `html` drawn, `collapsed` / `selected` set by clicks, `details` shown beside."
-            _esm, _css = _FLOW_ESM, _FLOW_WIDGET_CSS
-            html = traitlets.Unicode('').tag(sync=True)
-            collapsed = traitlets.List(traitlets.Unicode()).tag(sync=True)
-            selected = traitlets.Unicode('').tag(sync=True)
-            details = traitlets.Unicode('').tag(sync=True)
-        globals()['FlowGraphWidget'] = FlowGraphWidget
-    return globals()['FlowGraphWidget'](**state)
+@functools.cache
+def flow_widget_class():
+    "The anywidget class of the drawing, made on first use (importing this module imports no widget library)."
+    import anywidget, traitlets
+    class FlowGraphWidget(anywidget.AnyWidget):
+        "The drawing in the browser: `html` drawn, `collapsed` / `selected` set by clicks, `details` shown beside."
+        _esm, _css = _FLOW_ESM, _FLOW_WIDGET_CSS
+        html = traitlets.Unicode('').tag(sync=True)
+        collapsed = traitlets.List(traitlets.Unicode()).tag(sync=True)
+        selected = traitlets.Unicode('').tag(sync=True)
+        details = traitlets.Unicode('').tag(sync=True)
+    return FlowGraphWidget
 
 # %% ../../nbs/20a_views.flow.ipynb #5aaa84b3
 HINT = 'Click a task to see its details; click a flow’s title to fold it.'
@@ -905,7 +904,7 @@ def details_html(self: FlowView, path: str | None = None) -> str:
 def build(self: FlowView):
     "The widget: the drawing (an anywidget) and, under it, the errors of failed callbacks."
     import ipywidgets
-    self.canvas = _make_flow_widget(html=flow_svg(self.layout, self.collapsed, self.selected, self.evaluation, self._uid),
+    self.canvas = flow_widget_class()(html=flow_svg(self.layout, self.collapsed, self.selected, self.evaluation, self._uid),
                                     collapsed=list(self.collapsed), selected=self.selected or '', details=self.details_html())
     self.observe(self.canvas, self._folded, names=['collapsed'])
     self.observe(self.canvas, self._picked, names=['selected'])
@@ -947,8 +946,7 @@ class ProjectView(WidgetView):
         used = {name: [] for name in self.project.flows}
         for name, flow in self.project.flows.items():
             for child in flow.nodes:
-                if isinstance(child.target, TaskFlow) and child.name in used and used[child.name] is not None:
-                    used[child.name].append(name)
+                if isinstance(child.target, TaskFlow) and child.name in used: used[child.name].append(name)
         return used
 
     def _unused_tasks(self) -> list:
