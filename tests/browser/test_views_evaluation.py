@@ -28,7 +28,7 @@ def _tasks(out):
     return [t for t in out.locator('td.dc-task').evaluate_all('(cells) => cells.map((c) => c.title)') if ' / ' not in t]
 
 
-def _wait_rows(out, expected, timeout=10000):
+def _wait_rows(out, expected, timeout=30000):
     "Wait until the table shows exactly the tasks `expected`, in order (the kernel answers a control asynchronously)."
     out.page.wait_for_function("""([el, want]) => JSON.stringify([...el.querySelectorAll('td.dc-task')].map((c) => c.title)
                                      .filter((t) => !t.includes(' / '))) === JSON.stringify(want)""",

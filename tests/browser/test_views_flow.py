@@ -138,7 +138,7 @@ def test_flow_graph_in_lab_and_in_an_export(lab, page, browser):
     run_code(page, "flow.graph['door_locked'].task.decoder.threshold = 0.375\nview.layout.nodes['door_locked'].task.decoder.threshold = 0.375")
     widget.locator('g.dc-node[data-path="door_locked"]').click()
     details = widget.locator('.dcw-details')
-    details.locator('h4', has_text='door_locked').wait_for(timeout=10000)
+    details.locator('h4', has_text='door_locked').wait_for(timeout=30000)
     text = details.inner_text()
     assert 'BinaryClassificationTask' in text and '0.375' in text and '~door_open' in text
     assert run_code(page, 'print(view.selected)') == 'door_locked\n'
@@ -152,7 +152,7 @@ def test_flow_graph_in_lab_and_in_an_export(lab, page, browser):
     # a class named <img src=x onerror=alert(1)>: text in the hover title and in the details, no element, no script
     assert EVIL in evil.locator('g.dc-node[data-path="kind"] > title').text_content()
     evil.locator('g.dc-node[data-path="kind"]').click()
-    evil.locator('.dcw-details h4', has_text='kind').wait_for(timeout=10000)
+    evil.locator('.dcw-details h4', has_text='kind').wait_for(timeout=30000)
     assert EVIL in evil.locator('.dcw-details').inner_text()
     assert page.locator('.jp-OutputArea img').count() == 0
 
