@@ -30,6 +30,9 @@ from .decoder import FlowDecoder, ThresholdKeptWarning, TuningResults, tuning_ta
 from .explanations import ExplanationNode, explain, explain_batch, render_html, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger
+# the notebook views: importing them attaches the displays (a flow draws itself, ...)
+from .views.flow import FlowView, ProjectView, layout_flow
+from .views.evaluation import EvaluationView, evaluation_details, evaluation_summary
 
 # `from dnn_cool import *` (common in notebooks) brings every class and function above, and no submodule
 __all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and callable(v))

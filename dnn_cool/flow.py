@@ -379,6 +379,23 @@ def summary(self: TaskFlow) -> str:
 TaskFlow.summary = summary
 TaskFlow._repr_pretty_ = lambda self, p, cycle: p.text(self.summary())
 
+# %% ../nbs/03_flow.ipynb #6d4da0a1
+def _graph_repr(self: FlowGraph) -> str:
+    "The expanded graph as an aligned table of tasks (path, type, input, requirements) and its nested flows."
+    def cond(conds): return str(conds[0] if len(conds) == 1 else And(tuple(conds))) if conds else ''
+    n, nested = len(self.nodes), [p for p in self.flows if p]
+    keys = ', '.join(f'x.{k}' for k in self.input_keys)
+    head = f"FlowGraph '{self.name}': {n} task{'s' * (n != 1)} reading {keys}" + (f"; {len(nested)} nested flow{'s' * (len(nested) != 1)}" if nested else '')
+    rows = [('task', 'type', 'input', 'requires')] + [(t.path, _task_kind(t.task), f'x.{t.input_key}', cond(t.conditions)) for t in self.nodes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [head] + ['  ' + '  '.join(c.ljust(w) for c, w in zip(r[:3], widths)) + ('  ' + r[3] if r[3] else '') for r in rows]
+    if nested:
+        w = max(len(p) for p in nested)
+        lines += ['nested flows:'] + [f'  {p.ljust(w)}  {cond(self.flows[p])}'.rstrip() for p in nested]
+    return '\n'.join(line.rstrip() for line in lines)
+
+FlowGraph.__repr__ = _graph_repr
+
 # %% ../nbs/03_flow.ipynb #264da474
 def decoder_thresholds(flow: TaskFlow) -> dict[str, float | list[float]]:
     "Every tunable decoder's threshold by task path: a float, or one float per label (as `FlowDecoder.thresholds()`)."

@@ -110,6 +110,21 @@ def run_all(page: Page, timeout: float = 300) -> None:
     assert not errors, f'cells raised: {errors}'
 
 
+def run_code(page: Page, code: str, timeout: float = 60) -> str:
+    """Run `code` in the open notebook's kernel (as no cell: the notebook is unchanged) and return what it printed,
+    or the error it raised as `ename: evalue`. Comm messages a widget sent before are handled first (the kernel takes
+    its messages in order), so this reads the state a click left."""
+    return page.evaluate(f"""async ([name, code]) => {{ const p = ({_PANEL})(name);
+      const future = p.sessionContext.session.kernel.requestExecute({{code, store_history: false}});
+      let out = '';
+      future.onIOPub = (msg) => {{
+        if (msg.header.msg_type === 'stream') out += msg.content.text;
+        if (msg.header.msg_type === 'error') out += `${{msg.content.ename}}: ${{msg.content.evalue}}`;
+      }};
+      await Promise.race([future.done, new Promise((_, no) => setTimeout(() => no(new Error('timed out')), {int(timeout * 1000)}))]);
+      return out; }}""", [page.notebook, code])
+
+
 def cell_output(page: Page, index: int):
     "The output area of the code cell `index` (0-based among code cells) as a Playwright locator."
     return page.locator('.jp-Notebook .jp-CodeCell').nth(index).locator('.jp-OutputArea')

@@ -1,4 +1,4 @@
-"""Shared test data: the walkthrough flow over random feature vectors, with some labels missing one by one."""
+"""Shared test data (a plain module, not a conftest: tests/browser/conftest.py would shadow it): the walkthrough flow over random feature vectors, with some labels missing one by one."""
 import numpy as np
 import torch
 
