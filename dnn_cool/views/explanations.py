@@ -64,7 +64,7 @@ def _verdict(node: ExplanationNode, precision: int) -> tuple[str, str] | None:
 
 # %% ../../nbs/20f_views.explanations.ipynb #b0771a46
 CSS = """
-.dnn-explain{font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:13px;line-height:1.5;color:inherit}
+.dnn-explain{white-space:normal;font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:13px;line-height:1.5;color:inherit}
 .dnn-explain code,.dnn-explain .v{font-family:var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace);font-size:12px}
 .dnn-explain .sample{border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px 10px;margin:0 0 8px 0;max-width:1100px}
 .dnn-explain summary{cursor:pointer;padding:1px 0}
@@ -74,7 +74,8 @@ CSS = """
 .dnn-explain .meta{color:rgba(120,120,120,1);font-size:12px;margin-left:.6em}
 .dnn-explain ul{list-style:none;margin:0 0 2px .35em;padding:0 0 0 1.05em;border-left:1px solid rgba(128,128,128,.3)}
 .dnn-explain li{margin:0;padding:1px 4px;border-radius:3px}
-.dnn-explain .raw{display:inline-block;white-space:nowrap}
+.dnn-explain .raw{white-space:normal}
+.dnn-explain .raw>span{display:inline-block;white-space:nowrap}
 .dnn-explain .tname{display:inline-block;min-width:12.5em}
 .dnn-explain .ans{font-weight:600}
 .dnn-explain .rest,.dnn-explain .raw{color:rgba(120,120,120,1);font-size:11px}
@@ -104,7 +105,7 @@ def _compact(value, max_items: int) -> str:
 def _task_html(node: ExplanationNode, precision: int, max_items: int, focus: str | None, tagged: bool) -> str:
     main, rest = _answer(node, precision)
     verdict = _verdict(node, precision)
-    raw = f'activated {_compact(node.activated, max_items)} · logits {_compact(node.logits, max_items)}'
+    raw = f'<span>activated {esc(_compact(node.activated, max_items))}</span> · <span>logits {esc(_compact(node.logits, max_items))}</span>'
     full = f'decoded {format_value(node.decoded, precision, 10**6)}\nactivated {format_value(node.activated, precision, 10**6)}\nlogits {format_value(node.logits, precision, 10**6)}'
     classes = ' '.join(['task'] + (['hidden'] if node.hidden else []) + (['focus'] if node.path == focus else [])
                        + ([{'ok': 'right', 'bad': 'wrong'}[verdict[0]]] if verdict and verdict[0] in ('ok', 'bad') else []))
@@ -114,7 +115,7 @@ def _task_html(node: ExplanationNode, precision: int, max_items: int, focus: str
     if node.truth is not None or node.target is not None:
         parts.append(f'<span class="gt">label <span class="v">{esc(_words(node.truth, precision, 8))}</span></span>')
     if verdict: parts.append(f'<span class="{verdict[0]}">{esc(verdict[1])}</span>')
-    parts.append(f'<span class="raw v">{esc(raw)}</span>')
+    parts.append(f'<span class="raw v">{raw}</span>')
     return f'<li class="{classes}" data-path="{esc(node.path)}" title="{esc(full)}">{" ".join(parts)}</li>'
 
 def _tally(node: ExplanationNode, show_hidden: bool) -> tuple[int, int, int, int]:
@@ -376,7 +377,7 @@ def build(self: ExplanationExplorer):
     import ipywidgets as W
     self.filter_box = W.Dropdown(options=[(v, k) for k, v in FILTERS.items()], value=self.filter, description='show',
                                  layout=W.Layout(width='16em'), style={'description_width': '3em'})
-    self.task_box = W.Dropdown(options=self.tasks_for(self.filter), value=self.task, layout=W.Layout(width='24em'))
+    self.task_box = W.Dropdown(options=self.tasks_for(self.filter), value=self.task, layout=W.Layout(width='30em'))
     self.prev_button = W.Button(description='‹ prev', layout=W.Layout(width='5.5em'), tooltip='previous sample of the selection')
     self.next_button = W.Button(description='next ›', layout=W.Layout(width='5.5em'), tooltip='next sample of the selection')
     self.position_box = W.BoundedIntText(value=1, min=1, max=1, layout=W.Layout(width='6.5em'))

@@ -35,7 +35,7 @@ def thumbnail(image,  # `(C, H, W)`, `(H, W, C)` or `(H, W)`; uint8, or floats a
 
 # %% ../../nbs/20g_views.interpret.ipynb #b7ba6101
 CSS = """
-.dnn-bw{font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:12px;line-height:1.4;color:inherit}
+.dnn-bw{white-space:normal;font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:12px;line-height:1.4;color:inherit}
 .dnn-bw .v{font-family:var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)}
 .dnn-bw details.task{border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px 10px 6px 10px;margin:0 0 8px 0;max-width:900px}
 .dnn-bw summary{cursor:pointer}
