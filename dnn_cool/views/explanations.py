@@ -5,7 +5,8 @@
 # %% ../../nbs/20f_views.explanations.ipynb #7625daea
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import copy
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -155,7 +156,7 @@ def tree_html(tree: ExplanationNode,  # from `explain` / `explain_batch`
             cls = 'flow hidden' if c.hidden else 'flow'
             tag = '<span class="tag">hidden</span>' if tagged else ''
             drawn, _, right, wrong = _tally(c, show_hidden)
-            unfold = ' open' if not c.hidden or focus and focus.startswith(c.path + '.') else ''  # a cut flow starts folded
+            unfold = ' open' if not c.hidden or (focus or '').startswith(c.path + '.') else ''  # a cut flow starts folded
             out.append(f'<li class="{cls}" data-path="{esc(c.path)}"><details{unfold}><summary><span class="fname">{esc(c.name)}</span>{tag}'
                        f'<span class="meta">{_meta(drawn, right, wrong)}</span></summary>{nodes(c)}</details></li>')
         return f'<ul>{"".join(out)}</ul>' if out else ''
@@ -183,7 +184,9 @@ def sample_html(tree: ExplanationNode,  # one sample's explanation
     head = f'sample {tree.sample}' if tree.sample is not None else tree.name
     meta = f'{esc(tree.name)} · {_meta(ran, right, wrong, " ran")}' + (f' · {cut} not run' if cut else '')
     body = tree_html(tree, show_hidden, focus, precision, max_items)
-    if cut and not show_hidden: note += ('<br/>' if note else '') + (f'{cut} tasks' if cut != 1 else '1 task') + ' the cascade did not run (a precondition false by the predictions) not shown'
+    if cut and not show_hidden:
+        tasks = f'{cut} tasks' if cut != 1 else '1 task'
+        note += ('<br/>' if note else '') + f'{tasks} the cascade did not run (a precondition false by the predictions) not shown'
     notes = f'<div class="note">{note}</div>' if note else ''
     inner = f'<div class="panel">{_image_html(image, head)}<div class="tree">{body}</div></div>' if image is not None else body
     return (f'<details class="sample"{" open" if open else ""} data-sample="{esc(tree.sample)}"><summary><span class="sname">{esc(head)}</span>'
@@ -218,7 +221,7 @@ class ExplanationExplorer(WidgetView):
                  predictions: Predictions | None = None,  # the model's outputs over `dataset`, if already collected
                  device=None):  # where batches go (default: the model's device)
         if not isinstance(dataset, FlowDataset): raise TypeError(f"ExplanationExplorer needs a FlowDataset, got {type(dataset).__name__}")
-        self.flow = flow or (find_flow(model) if model is not None else dataset.flow)
+        self.flow = flow if flow is not None else find_flow(model) if model is not None else dataset.flow
         self.dataset, self.graph = dataset, self.flow.graph
         if predictions is None:
             if model is None: raise ValueError("give the model, or its predictions over the dataset")
@@ -282,12 +285,13 @@ def selection(self: ExplanationExplorer, filter: str = 'all',  # one of `FILTERS
 def tree(self: ExplanationExplorer, index: int) -> ExplanationNode:
     "The explanation of the sample at dataset index `index` (hidden branches kept, marked), with its labels."
     if int(index) not in self._rows: raise IndexError(f"no sample {index} among the {len(self.indices)} explored")
+    index = int(index)
     if index not in self._trees:
-        r = self._rows[int(index)]
+        r = self._rows[index]
         p = self.predictions
         outputs = {k: {q: t[r:r + 1] for q, t in getattr(p, k).items()} for k in ('logits', 'activated', 'decoded', 'predicted_precondition')}
         targets = {q: t[r:r + 1] for q, t in p.targets.items()}
-        self._trees[index] = explain(self.flow, outputs, 0, sample_id=int(index), show_hidden=True, targets=targets)
+        self._trees[index] = explain(self.flow, outputs, 0, sample_id=index, show_hidden=True, targets=targets)
     return self._trees[index]
 
 @patch
@@ -313,7 +317,9 @@ def pick(self: ExplanationExplorer, index: int | None = None,  # a dataset index
     if filter is not None or task is not None:
         f = filter if filter is not None else self.filter
         fits = self.tasks_for(f)
-        t = None if f == 'all' else task if task is not None else self.task if self.task in fits else (fits[0] if fits else None)
+        if f == 'all': t = None
+        elif task is not None: t = task
+        else: t = self.task if self.task in fits else (fits[0] if fits else None)  # keep the task where it fits
         self.selection(f, t)  # fails here, before anything changes, on a bad filter or task
         self.filter, self.task, self.position = f, t, 0
     if index is not None:
@@ -366,7 +372,6 @@ def __repr__(self: ExplanationExplorer) -> str:
 
 def _pruned(tree: ExplanationNode) -> ExplanationNode:
     "A copy of `tree` without its hidden branches."
-    import copy
     out = copy.copy(tree)
     out.children = [_pruned(c) for c in tree.children if not c.hidden]
     return out

@@ -12,10 +12,10 @@ import torch
 from fastcore.basics import patch
 
 from ..explanations import ExplanationNode, _display, _truth, format_value
-from ..interpret import BestWorst, Interpretation
+from ..interpret import Interpretation
 from ..tensorboard import is_image_batch
 from .core import WidgetView, as_uint8_image, esc, png_data_uri, wrap
-from .explanations import _answer, _verdict
+from .explanations import _answer, _verdict, _words
 
 # %% auto #0
 __all__ = ['CSS', 'KINDS', 'thumbnail', 'task_html', 'BestWorstView']
@@ -96,15 +96,11 @@ def _caption(node: ExplanationNode | None, index: int, loss: float) -> tuple[str
     cls = ''
     if node is not None:
         verdict = _verdict(node, 3)
-        if node.truth is not None: lines.append(f'<span class="q">label</span> {esc(_words_of(node.truth))}')
+        if node.truth is not None: lines.append(f'<span class="q">label</span> {esc(_words(node.truth, 3, 8))}')
         mark = f' <span class="{verdict[0]}">{esc(verdict[1])}</span>' if verdict else ''
         lines.append(f'<span class="q">pred</span> <b>{esc(_answer(node, 3)[0])}</b>{mark}')
         cls = ' class="wrong"' if verdict and verdict[0] == 'bad' else ''
     return cls, '<br/>'.join(lines)
-
-def _words_of(value) -> str:
-    if isinstance(value, list): return ', '.join(map(str, value)) if value else 'none'
-    return format_value(value, 3)
 
 def task_html(result: Interpretation,  # from `best_worst_inputs`
               path: str,  # the task
@@ -145,7 +141,7 @@ def _table(result, path, ranked, columns: dict, rows) -> str:
         for r, (i, loss) in enumerate(zip(indices.tolist(), losses.tolist())):
             node = _sample(result, path, i, rows)
             verdict = _verdict(node, 3) if node is not None else None
-            label = '' if node is None or node.truth is None else esc(_words_of(node.truth))
+            label = '' if node is None or node.truth is None else esc(_words(node.truth, 3, 8))
             pred = '' if node is None else esc(_answer(node, 3)[0])
             mark = f'<span class="{verdict[0]}">{esc(verdict[1])}</span>' if verdict else ''
             cells = [f'<td>{kind if r == 0 else ""}</td>', f'<td class="num">{r + 1}</td>', f'<td class="num v">{i}</td>',
