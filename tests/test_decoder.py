@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import f1_score
 
 import dnn_cool.module  # noqa: F401  (adds flow.torch())
-from conftest import known, walkthrough_features
+from walkthrough_data import known, walkthrough_features  # not `conftest`: tests/browser has its own, and both import as `conftest`
 from dnn_cool.decoder import FlowDecoder, tuned_thresholds, tuning_table
 from dnn_cool.evaluation import collect_predictions, evaluate
 from dnn_cool.synthetic import BOOL_TASKS, FACIAL_CHARACTERISTICS, synthetic_project

@@ -10,7 +10,7 @@ from sklearn.metrics import (accuracy_score, f1_score, mean_absolute_error, mean
                              r2_score, recall_score, top_k_accuracy_score)
 
 import dnn_cool.module  # noqa: F401  (adds flow.torch())
-from conftest import known, walkthrough_features
+from walkthrough_data import known, walkthrough_features  # not `conftest`: tests/browser has its own, and both import as `conftest`
 from dnn_cool.data import FlowDataset
 from dnn_cool.evaluation import (Predictions, collect_predictions, confusion_matrices, evaluate, predict,
                                  predict_records)

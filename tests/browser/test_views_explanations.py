@@ -5,7 +5,7 @@ import json
 import re
 
 from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
-from walkthrough import EVIL, TRAIN
+from view_cells import EVIL, TRAIN
 
 EXPLORER = '''
 from dnn_cool.views.explanations import ExplanationExplorer

@@ -4,7 +4,7 @@ blocked, shows every task's thumbnail grid statically."""
 import json
 
 from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
-from walkthrough import EVIL, TRAIN
+from view_cells import EVIL, TRAIN
 
 SHIRT = 'person_regression.body_regression.shirt_type'
 RANK = '''
