@@ -13,17 +13,20 @@ from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, R
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, Decoder, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, Task,
                             ThresholdDecoder, SortingDecoder, RescaleDecoder, IdentityDecoder)
-from .flow import (FlowDefinitionError, FlowGraph, Project, TaskFlow, decoder_thresholds, precondition_masks,
-                           set_decoder_thresholds)
+from .flow import (FlowDefinitionError, FlowGraph, FlowRedefinedWarning, Project, TaskFlow, as_flow,
+                           decoder_thresholds, precondition_masks, set_decoder_thresholds)
 from .module import FlowModule
 from .losses import FlowLoss, LossBreakdown
 from .flow_metrics import FlowMetrics
-from .data import FlowDataset, concat_datasets, tasks_from_dataframe
+from .data import FlowDataset, MissingLabelsWarning, concat_datasets, tasks_from_dataframe
 from .synthetic import make_synthetic, synthetic_project
-from .train import Callback, EarlyStopping, Checkpoint, FlowNet, History, Trainer
+from .checkpoint import (CheckpointError, load_checkpoint, load_flow, read_checkpoint, register_task_type,
+                                 save_checkpoint)
+from .train import (Callback, EarlyStopping, Checkpoint, FlowNet, History, NoSampleWarning, NonFiniteLossError,
+                            NonFiniteLossWarning, Trainer)
 from .evaluation import Predictions, collect_predictions, confusion_matrices, evaluate, predict, predict_records
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
-from .decoder import FlowDecoder, tuning_table
+from .decoder import FlowDecoder, ThresholdKeptWarning, TuningResults, tuning_table
 from .explanations import ExplanationNode, explain, explain_batch, render_html, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger

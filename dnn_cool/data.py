@@ -5,6 +5,7 @@
 # %% ../nbs/06_data.ipynb #ab3cb9b9
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -12,12 +13,12 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from .flow import And, Not, Ref, TaskFlow
+from .flow import And, Not, Ref, TaskFlow, as_flow
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, _is_missing)
 
 # %% auto #0
-__all__ = ['guess_task', 'tasks_from_dataframe', 'FlowDataset', 'loader', 'concat_datasets']
+__all__ = ['guess_task', 'tasks_from_dataframe', 'FlowDataset', 'MissingLabelsWarning', 'loader', 'concat_datasets']
 
 # %% ../nbs/06_data.ipynb #9e3544d5
 def _all_integers(s: pd.Series) -> bool:
@@ -37,6 +38,7 @@ def guess_task(name: str, column: pd.Series, range_: tuple[float, float] | None 
             raise ValueError(f"column '{name}': integer labels must be class ids >= 0; for regression pass a range or an override")
         return ClassificationTask(name, num_classes=max(int(present.max()) + 1, 2))
     if pd.api.types.is_float_dtype(dt):
+        if present.isin([0, 1]).all(): return BinaryClassificationTask(name)  # how pandas stores 0/1 labels with NaN
         if s.isna().any() and _all_integers(s):
             raise ValueError(f"column '{name}' holds whole numbers and NaN, so pandas stored it as float: for classes "
                              f"use a nullable dtype (df['{name}'].astype('Int64')); for regression declare "
@@ -77,6 +79,51 @@ def _implied(cond) -> list[tuple[str, bool]]:
     if isinstance(cond, And): return [lit for c in cond.conds for lit in _implied(c)]
     return []  # an `or` or a negated compound implies nothing about any single task
 
+def _as_input(key: str, v, dtype: torch.dtype | None):
+    "An input as a tensor when it is array-like (DataFrame, Series, array, list of numbers or equal-length lists); other indexables as given."
+    if isinstance(v, pd.DataFrame):
+        bad = [c for c in v.columns if not (pd.api.types.is_numeric_dtype(v[c]) or pd.api.types.is_bool_dtype(v[c]))]
+        if bad: raise TypeError(f"input '{key}' is a DataFrame with non-numeric columns {bad[:5]}: encode them as numbers "
+                                f"(or drop them) first; a model's input is a tensor of numbers")
+        v = v.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif isinstance(v, pd.Series): v = v.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(v) else v.tolist()
+    if isinstance(v, (list, tuple)) and len(v) and all(isinstance(a, (list, tuple, int, float, np.number)) and not isinstance(a, bool)
+                                                    for a in v[:100]):
+        try: v = np.asarray(v)
+        except ValueError:
+            lengths = sorted({len(a) if isinstance(a, (list, tuple)) else 1 for a in v})
+            raise ValueError(f"input '{key}': samples have different lengths {lengths[:5]}; pad them to one length (or "
+                             f"give an indexable of samples that the loader can collate)") from None
+    if isinstance(v, np.ndarray):
+        if v.dtype == object: raise TypeError(f"input '{key}' is a numpy array of objects (shape {v.shape}): give numbers, or a list of samples")
+        v = torch.from_numpy(np.ascontiguousarray(v))
+    if isinstance(v, torch.Tensor) and v.is_floating_point() and dtype is not None and v.dtype != dtype: v = v.to(dtype)
+    return v
+
+def _check_finite(key: str, v):
+    "An error naming `key` and its rows when a floating input holds NaN or inf."
+    if not (isinstance(v, torch.Tensor) and v.is_floating_point() and len(v)): return
+    bad = ~torch.isfinite(v.reshape(len(v), -1)).all(1)  # (n,)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten()
+        raise ValueError(f"input '{key}' has NaN or inf in {len(rows)} of {len(v)} rows (e.g. rows {rows[:5].tolist()}): "
+                         f"one such row turns the losses, and then every weight, into NaN. Drop or impute those rows, or "
+                         f"pass check_finite=False if the model handles them itself")
+
+def _check_labels(flow: TaskFlow, labels) -> pd.DataFrame:
+    "`labels` as a DataFrame (a dict of columns is fine), refusing what would fail later or silently."
+    if isinstance(labels, Mapping) and not isinstance(labels, pd.DataFrame): labels = pd.DataFrame(dict(labels))
+    if not isinstance(labels, pd.DataFrame):
+        shape = f" of shape {tuple(labels.shape)}" if hasattr(labels, 'shape') else ''
+        names = list(dict.fromkeys(n.task.name for n in flow.graph.nodes))
+        raise TypeError(f"labels must be a pandas DataFrame with one column per task (columns {names}), got a "
+                        f"{type(labels).__name__}{shape}; e.g. pd.DataFrame(array, columns={names})")
+    dups = labels.columns[labels.columns.duplicated()].unique().tolist()
+    if dups: raise ValueError(f"labels have duplicate columns {dups}: each task reads one column; rename or drop the copies")
+    if len(labels) == 0:
+        raise ValueError(f"labels have 0 rows: a FlowDataset for flow '{flow.name}' needs at least one sample")
+    return labels
+
 def _index_input(v, idx):
     if isinstance(v, (torch.Tensor, np.ndarray)):
         out = v[idx]
@@ -93,18 +140,28 @@ class FlowDataset(Dataset):
                  label_columns: Mapping[str, str] | None = None,  # task path -> column, where the name differs
                  unlabelled: Iterable[str] = (),  # task paths this data set has no labels for (all missing)
                  mask: pd.DataFrame | None = None,  # same columns as `labels`, False where a label is missing
-                 fill_preconditions: bool = False):  # fill a precondition's missing label from a labelled child
+                 fill_preconditions: bool = False,  # fill a precondition's missing label from a labelled child
+                 dtype: torch.dtype | None = torch.float32,  # floating inputs are cast to it (None: keep theirs)
+                 check_finite: bool = True):  # refuse NaN / inf in floating inputs
+        flow = as_flow(flow, 'FlowDataset')
         self.flow, self.graph = flow, flow.graph
+        labels = _check_labels(flow, labels)
         n = len(labels)
         if not inputs: raise ValueError("FlowDataset needs at least one input")
+        converted = {}
         for k, v in inputs.items():
             if k in ('gt', '_index'): raise ValueError(f"input name '{k}' is reserved")
+            v = _as_input(k, v, dtype)
             if len(v) != n: raise ValueError(f"input '{k}' has {len(v)} samples, labels have {n} rows")
+            if check_finite: _check_finite(k, v)
+            converted[k] = v
         # inputs are kept whatever their keys: a backbone may turn `image` into the `features` the flow reads
-        self.inputs = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
-        self.targets = self._encode(labels, dict(label_columns or {}), set(unlabelled), mask)
+        self.inputs = converted
+        self.unlabelled = set(unlabelled)
+        self.targets = self._encode(labels, dict(label_columns or {}), self.unlabelled, mask)
         self.filled = self._fill_preconditions() if fill_preconditions else {}
         self._gt()
+        self._warn_unlabelled()
 
     def __len__(self): return len(next(iter(self.targets.values())))
 
@@ -152,6 +209,18 @@ def _gt(self: FlowDataset):
         self.gt_value[p], self.gt_available[p] = task.truth(t), task.available(t)
 FlowDataset._gt = _gt
 
+def _warn_unlabelled(self: FlowDataset):
+    "Say once which tasks have not a single label here (unless listed in `unlabelled`)."
+    empty = [p for p, t in self.targets.items() if p not in self.unlabelled and not bool(self.graph[p].task.available(t).any())]
+    if empty:
+        warnings.warn(f"tasks {empty} have no label in these {len(self)} rows, so they won't learn from this data; if "
+                      f"that is meant, list them in FlowDataset(..., unlabelled={empty}), which also silences this",
+                      MissingLabelsWarning, stacklevel=3)
+FlowDataset._warn_unlabelled = _warn_unlabelled
+
+class MissingLabelsWarning(UserWarning):
+    "A task has no label at all in a data set."
+
 # %% ../nbs/06_data.ipynb #26d0f0f5
 def _fill_preconditions(self: FlowDataset) -> dict[str, int]:
     filled = {}
@@ -197,7 +266,7 @@ def concat_datasets(datasets: Sequence[FlowDataset]) -> FlowDataset:
     out.flow, out.graph = first.flow, first.graph
     out.inputs = {k: torch.cat([torch.as_tensor(d.inputs[k]) for d in datasets]) for k in first.inputs}
     out.targets = {p: torch.cat([d.targets[p] for d in datasets]) for p in first.targets}
-    out.filled = {}
+    out.filled, out.unlabelled = {}, set.intersection(*(d.unlabelled for d in datasets))
     for d in datasets:
         for p, n in d.filled.items(): out.filled[p] = out.filled.get(p, 0) + n
     out._gt()

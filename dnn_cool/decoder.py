@@ -5,6 +5,7 @@
 # %% ../nbs/09a_decoder.ipynb #e87723af
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -13,20 +14,22 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 
-from .evaluation import Predictions
-from .flow import TaskFlow
+from .evaluation import Predictions, collect_predictions
+from .flow import TaskFlow, as_flow
 from .tasks import Decoder, is_tunable, task_threshold, threshold_labels
 from .flow import set_decoder_thresholds
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
 from .tuning import load_thresholds as read_thresholds, save_thresholds as write_thresholds
 
 # %% auto #0
-__all__ = ['FlowDecoder', 'get_decoder', 'TuningResults', 'tuned_thresholds', 'tuning_table']
+__all__ = ['FlowDecoder', 'get_decoder', 'TuningResults', 'ThresholdKeptWarning', 'tuned_thresholds', 'tuning_table']
 
 # %% ../nbs/09a_decoder.ipynb #f5397ddf
 class FlowDecoder:
     "The decoders of a flow's tasks by path: decode, read, set, tune, save and load their thresholds."
-    def __init__(self, flow: TaskFlow): self.flow, self.graph = flow, flow.graph
+    def __init__(self, flow: TaskFlow):
+        flow = as_flow(flow, 'FlowDecoder')
+        self.flow, self.graph = flow, flow.graph
 
     @property
     def decoders(self) -> dict[str, Decoder | None]:
@@ -92,6 +95,11 @@ def _as_tensor(v) -> torch.Tensor:
 def _tune_inputs(self: FlowDecoder, predictions, targets, precondition, paths):
     "`{path: (scores, target, mask)}` from Predictions or from dicts, the mask from gt preconditions and labels."
     if isinstance(predictions, Predictions):
+        other = predictions.flow
+        if other is not None and other is not self.flow and (other.name, other.graph.paths) != (self.graph.name, self.graph.paths):
+            raise ValueError(f"these predictions are of flow '{other.name}' (tasks {other.graph.paths[:6]}), not of "
+                             f"'{self.graph.name}', whose thresholds this decoder tunes: collect predictions with a model "
+                             f"of flow '{self.graph.name}', or tune with {other.name}.get_decoder()")
         if targets is not None or precondition is not None:
             raise TypeError("pass targets/precondition only with a dict of activated scores, not with Predictions")
         if not predictions.targets: raise ValueError("these predictions carry no labels: collect them from a labelled loader")
@@ -126,7 +134,7 @@ def _tune_inputs(self: FlowDecoder, predictions, targets, precondition, paths):
 # %% ../nbs/09a_decoder.ipynb #4f736c39
 @patch
 def tune(self: FlowDecoder,
-         predictions,  # `Predictions` (from a labelled FlowDataset loader), or a dict `{path: activated (n, ...)}`
+         predictions=None,  # `Predictions` (labelled, from a FlowDataset loader), a dict `{path: activated (n, ...)}`, or None: the last `Trainer.fit`'s validation data
          targets=None,  # with a dict of scores: `{path: target}`; with Predictions an objective may come here
          precondition=None,  # with a dict of scores: `{path: (n,) bool}` ground-truth preconditions; 'none' ignores them
          objective: str | Callable = 'f1',  # a count objective (exact) or a callable `metric(y_true, y_pred)` (bounded candidates)
@@ -135,10 +143,13 @@ def tune(self: FlowDecoder,
          tasks: Iterable[str] | None = None,  # task paths to tune (default: every tunable task)
          apply: bool = True,  # set the tuned thresholds on the decoders
          max_candidates: int = 256,  # thresholds a callable objective is evaluated at
-         ) -> dict[str, ThresholdResult | list[ThresholdResult]]:
+         min_per_class: int = 20,  # apply a tuned threshold only if it rests on this many positive and negative samples
+         ) -> TuningResults:
     "Tune the threshold of every binary task and of each label of every multilabel task, on gt-valid labelled samples."
-    if isinstance(predictions, Predictions) and (isinstance(targets, str) or callable(targets)):
+    if isinstance(predictions, str) or callable(predictions): objective, predictions = predictions, None  # tune('f1')
+    if (predictions is None or isinstance(predictions, Predictions)) and (isinstance(targets, str) or callable(targets)):
         objective, targets = targets, None  # tune(predictions, 'f1')
+    predictions, source = self._tuning_data(predictions, targets)
     paths = list(self.tunable_paths if tasks is None else tasks)
     for p in paths: _check_tunable(self, p)
     kw = dict(beta=beta, constraint=constraint, max_candidates=max_candidates)
@@ -153,34 +164,99 @@ def tune(self: FlowDecoder,
                 results[p] = tune_multilabel(scores, target, per_label, objective, label_names=names, **kw)
         except ValueError as e: raise ValueError(f"task '{p}': {e}") from e
     results = TuningResults(results, flow=self.flow, objective=objective if isinstance(objective, str) else
-                            getattr(objective, '__name__', type(objective).__name__))
+                            getattr(objective, '__name__', type(objective).__name__), source=source)
+    to_apply, results.kept = self._trusted(results, min_per_class)
     if apply:
-        self.load_thresholds(tuned_thresholds(results))
-        results.applied = tuned_thresholds(results)
+        self.load_thresholds(to_apply)
+        results.applied = to_apply
+        if results.kept:
+            warnings.warn(f"tune kept the current thresholds of {_kept_text(results.kept)}: too few samples of a class "
+                          f"(fewer than min_per_class={min_per_class}) to trust a tuned one; tune on more data, or pass "
+                          f"min_per_class=0 to apply them anyway (see results.kept)", ThresholdKeptWarning, stacklevel=2)
     return results
 
 class TuningResults(dict):
-    "What `tune` returns: `{task_path: ThresholdResult | [ThresholdResult per label]}`, plus the flow and what was applied."
+    "What `tune` returns: `{task_path: ThresholdResult | [ThresholdResult per label]}`, plus the flow, the data, what was applied and kept."
     def __init__(self, results=(), flow: TaskFlow | None = None, objective: str | None = None,
                  source: str | None = None,  # which data the thresholds were tuned on, in words
-                 applied: Mapping | None = None):  # `{task_path: threshold}` set on the decoders (empty: none)
+                 applied: Mapping | None = None,  # `{task_path: threshold}` set on the decoders (empty: none)
+                 kept: Mapping | None = None):  # thresholds tuned but not applied: `{path: reason}`, `{path: {label: reason}}`
         super().__init__(results)
         self.flow, self.objective, self.source, self.applied = flow, objective, source, dict(applied or {})
+        self.kept = dict(kept or {})
     def __repr__(self):
         return (f"TuningResults({len(self)} tasks, objective={self.objective!r}, applied={len(self.applied)}"
-                + (f", source={self.source!r}" if self.source else '') + ')')
+                + (f", kept={len(self.kept)}" if self.kept else '') + (f", source={self.source!r}" if self.source else '') + ')')
+
+class ThresholdKeptWarning(UserWarning):
+    "`tune` kept a current threshold instead of one tuned on too few samples."
+
+def _kept_text(kept: Mapping) -> str:
+    return ', '.join(f"'{p}'" + (f" (labels {list(r)})" if isinstance(r, dict) else '') for p, r in kept.items())
 
 def tuned_thresholds(results: Mapping[str, ThresholdResult | list[ThresholdResult]]) -> dict[str, float | list[float]]:
     "`{path: threshold}` of `tune`'s results, in the form `load_thresholds` takes."
     return {p: [x.threshold for x in r] if isinstance(r, list) else r.threshold for p, r in results.items()}
 
+# %% ../nbs/09a_decoder.ipynb #2729529b
+@patch
+def _tuning_data(self: FlowDecoder, predictions, targets) -> tuple[object, str]:
+    "The data to tune on and, in words, what it is."
+    if predictions is None:
+        kept = getattr(self.flow, 'validation_data', None)
+        if kept is None:
+            raise ValueError(f"tune() has nothing to tune on: flow '{self.graph.name}' has not been fit by a Trainer with a "
+                             f"valid_loader. Pass predictions on labelled held-out data, e.g. "
+                             f"tune(collect_predictions(model, valid_ds.loader(256))), or scores: tune({{path: scores}}, "
+                             f"targets, precondition)")
+        predictions = collect_predictions(kept.model, kept.loader, device=kept.device, flow=self.flow)
+        return predictions, f"{kept.description} ({len(predictions)} samples)"
+    if isinstance(predictions, Predictions): return predictions, f"predictions of flow '{self.graph.name}' ({len(predictions)} samples)"
+    if isinstance(predictions, Mapping):
+        n = {len(v) for v in predictions.values()}
+        return predictions, f"the scores passed ({n.pop() if len(n) == 1 else sorted(n)} samples)"
+    raise TypeError(f"tune takes Predictions (collect_predictions(model, loader)), a dict of scores by task path, or "
+                    f"nothing (the last Trainer.fit's validation data), got a {type(predictions).__name__}")
+
+# %% ../nbs/09a_decoder.ipynb #15702d1b
+def _reason(r: ThresholdResult, current: float, min_per_class: int) -> str | None:
+    if r.num_positive >= min_per_class and r.num_negative >= min_per_class: return None
+    return (f"tuned {r.threshold:.4g} on {r.num_positive} positive and {r.num_negative} negative samples "
+            f"(< min_per_class={min_per_class}); kept {current:.4g}")
+
+@patch
+def _trusted(self: FlowDecoder, results: Mapping, min_per_class: int) -> tuple[dict, dict]:
+    "`(thresholds to apply, kept)`: each tuned threshold resting on enough samples, else the current one and why."
+    apply, kept = {}, {}
+    for p, r in results.items():
+        current = task_threshold(self.graph[p].task)
+        if not isinstance(r, list):
+            why = _reason(r, current, min_per_class)
+            if why is None: apply[p] = r.threshold
+            else: kept[p] = why
+            continue
+        whys = [_reason(x, c, min_per_class) for x, c in zip(r, current)]
+        if any(w is not None for w in whys): kept[p] = {x.label: w for x, w in zip(r, whys) if w is not None}
+        if any(w is None for w in whys): apply[p] = [x.threshold if w is None else c for x, w, c in zip(r, whys, current)]
+    return apply, kept
+
 # %% ../nbs/09a_decoder.ipynb #71da1547
+def _sample_counts(x: ThresholdResult) -> tuple:
+    "`(num_samples, num_positive, num_negative)`, from the curve when a result carries no confusion counts."
+    if x.confusion is not None: return x.num_samples, x.num_positive, x.num_negative
+    first = x.curve.iloc[0]  # every row of the curve counts the same samples
+    plain = lambda v: int(v) if float(v).is_integer() else float(v)
+    return plain(first.tp + first.fp + first.fn + first.tn), plain(first.tp + first.fn), plain(first.fp + first.tn)
+
 def tuning_table(results: Mapping[str, ThresholdResult | list[ThresholdResult]]) -> pd.DataFrame:
-    "One row per tuned threshold: `task_path, label, threshold, objective, score, num_samples` (label '' for a binary task)."
+    "One row per tuned threshold: `task_path, label, threshold, objective, score, num_samples, num_positive, num_negative, applied`."
+    kept, applied = getattr(results, 'kept', {}), getattr(results, 'applied', None)
     rows = []
     for p, r in results.items():
         for x in (r if isinstance(r, list) else [r]):
-            first = x.curve.iloc[0]  # every row of the curve counts the same samples
-            n = first.tp + first.fp + first.fn + first.tn
-            rows.append((p, x.label or '', x.threshold, x.objective, x.score, int(n) if float(n).is_integer() else float(n)))
-    return pd.DataFrame(rows, columns=['task_path', 'label', 'threshold', 'objective', 'score', 'num_samples'])
+            was_kept = p in kept and (not isinstance(kept[p], dict) or x.label in kept[p])
+            n, pos, neg = _sample_counts(x)
+            rows.append((p, x.label or '', x.threshold, x.objective, x.score, n, pos, neg,
+                         bool(applied) and p in applied and not was_kept))
+    return pd.DataFrame(rows, columns=['task_path', 'label', 'threshold', 'objective', 'score', 'num_samples',
+                                       'num_positive', 'num_negative', 'applied'])

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .flow import TaskFlow
+from .flow import TaskFlow, as_flow
 from .flow_metrics import FlowMetrics
 from .core import evaluating, model_device, to_device
 from .module import find_flow
@@ -78,9 +78,30 @@ def _for_each_batch(model: nn.Module, loader: Iterable, device, fn: Callable) ->
 # %% ../nbs/08_evaluation.ipynb #fbd6f611
 def _find_flow(source, flow: TaskFlow | None = None) -> TaskFlow:
     "The flow of `source` (a Predictions or a module containing a FlowModule), unless given."
+    if flow is not None: flow = as_flow(flow, 'evaluation')
     if flow is None and isinstance(source, Predictions) and source.flow is not None: return source.flow
     if isinstance(source, nn.Module) or flow is not None: return find_flow(source, flow)
     raise ValueError(f"can't find the flow of a {type(source).__name__}: pass flow=")
+
+def _check_targets(graph, y: Mapping):
+    "A clear error when a loader's targets are not this flow's (a data set built for another flow)."
+    missing = [p for p in graph.paths if p not in y]
+    if missing:
+        raise KeyError(f"the loader's targets lack tasks {missing} of flow '{graph.name}'; they are for {sorted(y)[:8]}: "
+                       f"was its FlowDataset built for another flow? (use NaN / -1 / -100 for missing labels)")
+
+def _check_finite_logits(graph, logits: Mapping, index: torch.Tensor | None = None):
+    "An error naming each task whose logits hold NaN or inf, with how many samples and which (dataset indices)."
+    lines = []
+    for p in graph.paths:
+        t = logits[p]
+        bad = ~torch.isfinite(t.reshape(len(t), -1).float()).all(1)  # (n,)
+        if bad.any():
+            where = '' if index is None else f" (dataset indices {index[bad][:5].tolist()})"
+            lines.append(f"task '{p}': {int(bad.sum())} of {len(t)} samples{where}")
+    if lines:
+        raise ValueError("NaN or inf logits: " + '; '.join(lines) + ". A NaN score would count as a negative and decode "
+                         "as False; the model diverged, or its inputs hold NaN / inf")
 
 # %% ../nbs/08_evaluation.ipynb #6d1d58be
 _FIELDS = ('logits', 'activated', 'decoded', 'predicted_precondition')
@@ -106,8 +127,8 @@ def collect_predictions(model: nn.Module,  # a FlowModule, or a module containin
             for p in graph.paths: parts['precondition'][p].append(out['precondition'][p].cpu())
         if y is not None:
             counts['targets'] += bs
+            _check_targets(graph, y)
             for p in graph.paths:
-                if p not in y: raise KeyError(f"the loader's targets lack task '{p}' (use NaN / -1 / -100 for missing labels)")
                 t = y[p].cpu()
                 parts['targets'][p].append(t)
                 parts['available'][p].append(graph[p].task.available(t))
@@ -120,8 +141,10 @@ def collect_predictions(model: nn.Module,  # a FlowModule, or a module containin
         if c != n: raise ValueError(f"{c} of {n} samples came with {'gt' if k == 'precondition' else 'targets'}: "
                                     "every batch must carry them, or none")
     cat = {k: {p: torch.cat(v) for p, v in d.items()} for k, d in parts.items()}
+    index = torch.cat(indices)
+    _check_finite_logits(graph, cat['logits'], index)
     return Predictions(**{k: cat.get(k, {}) for k in (*_FIELDS, 'precondition', 'targets', 'available')},
-                       index=torch.cat(indices), flow=_find_flow(model, flow))
+                       index=index, flow=_find_flow(model, flow))
 
 # %% ../nbs/08_evaluation.ipynb #a5f3a86e
 def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowMetrics, TaskFlow]:
@@ -132,18 +155,28 @@ def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowM
         flow = _find_flow(source, flow)
         metrics = FlowMetrics(flow, mode=mode, detailed=detailed)
         for p in flow.graph.paths: source.mask(p, mode)  # clear errors: no labels, no gt, unknown task
+        _check_finite_logits(flow.graph, source.logits, source.index)
         metrics.update(source.outputs(), source.targets)
         return metrics, flow
     if loader is None: raise TypeError(f"evaluate a model over a loader, or pass Predictions; got a {type(source).__name__} alone")
     flow = _find_flow(source, flow)
     metrics = FlowMetrics(flow, mode=mode, detailed=detailed)
+    bad = {}  # path -> (,) count of samples with non-finite logits, on the device: read once at the end
     def update(x, y, out):
         if y is None: raise ValueError("the loader yields inputs without targets: nothing to evaluate against")
+        _check_targets(flow.graph, y)
+        for p, t in out['logits'].items():
+            n = (~torch.isfinite(t.reshape(len(t), -1).float()).all(1)).sum()
+            bad[p] = n if p not in bad else bad[p] + n
         if mode == 'gt' and 'gt' not in x and flow.graph.precondition_paths:
             raise ValueError(f"mode 'gt' needs batch['gt'] with the ground truth of {flow.graph.precondition_paths}; "
                              "build batches with FlowDataset, or use mode='pred'")
         metrics.update(out, y)
     _for_each_batch(source, loader, device, update)
+    counts = dict(zip(bad, torch.stack(list(bad.values())).tolist())) if bad else {}  # one sync
+    if any(counts.values()):
+        raise ValueError("NaN or inf logits: " + '; '.join(f"task '{p}': {c} samples" for p, c in counts.items() if c)
+                         + ". A NaN score would count as a negative; the model diverged, or its inputs hold NaN / inf")
     return metrics, flow
 
 # %% ../nbs/08_evaluation.ipynb #ce442270
@@ -194,7 +227,9 @@ def _readable(task, decoded: torch.Tensor, on: torch.Tensor, ranking: bool = Fal
         names = _names(task, getattr(task, 'num_classes', int(decoded.max()) + 1 if decoded.numel() else 0))
         values = [[names[j] for j in row] for row in decoded.tolist()] if ranking else [names[j] for j in decoded[:, 0].tolist()]
     else: values = decoded.tolist()
-    return [v if ok else None for v, ok in zip(values, on)]
+    values = [v if ok else None for v, ok in zip(values, on)]
+    if {type(v) for v in values if v is not None} == {int}: return pd.array(values, dtype='Int64')  # ids stay ints: 3, not 3.0
+    return values
 
 # %% ../nbs/08_evaluation.ipynb #c07a50b3
 def _is_batch(obj) -> bool:

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .flow import TaskFlow, evaluate_condition
+from .flow import TaskFlow, as_flow, evaluate_condition
 from .core import evaluating, model_device, to_device
 from .module import find_flow
 
@@ -220,12 +220,18 @@ def explain_batch(model: torch.nn.Module,  # the flow's module (or one returning
                   indices: Sequence[int] | None = None,  # positions in the batch (default all)
                   show_hidden: bool = False) -> Explanations:
     "Explanation trees of the samples `indices` of `batch`; an `(x, y)` batch also gives each task its label."
-    flow = find_flow(model, flow)
+    flow = find_flow(model, as_flow(flow, 'explain_batch') if flow is not None else None)
     x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
     with evaluating(model): outputs = model(to_device(x, model_device(model)))
     ids = x.get('_index')
     ids = None if ids is None else torch.as_tensor(ids).reshape(-1).tolist()
-    if indices is None: indices = range(len(outputs['predicted_precondition'][flow.graph.paths[0]]))
+    bs = len(outputs['predicted_precondition'][flow.graph.paths[0]])
+    if indices is None: indices = range(bs)
+    outside = [i for i in indices if not -bs <= int(i) < bs]
+    if outside:
+        known = '' if ids is None else f" (dataset indices {ids[:5]}{' ...' if bs > 5 else ''})"
+        raise IndexError(f"explain_batch: indices {outside} are outside the batch of {bs} samples{known}; indices are "
+                         f"positions in the batch, 0..{bs - 1}: pick the samples with dataset[[...]] first")
     return Explanations(explain(flow, outputs, i, None if ids is None else ids[i], show_hidden, y) for i in indices)
 
 class Explanations(list):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -17,8 +18,8 @@ from .tasks import ITask, is_tunable, task_threshold, threshold_labels
 
 # %% auto #0
 __all__ = ['ALL_INPUTS', 'FlowDefinitionError', 'Condition', 'Ref', 'Not', 'And', 'Or', 'rebase_condition', 'evaluate_condition',
-           'FlowNode', 'TaskNode', 'FlowGraph', 'InputRef', 'TaskFlow', 'Project', 'precondition_masks', 'summary',
-           'decoder_thresholds', 'set_decoder_thresholds']
+           'FlowNode', 'TaskNode', 'FlowGraph', 'InputRef', 'TaskFlow', 'FlowRedefinedWarning', 'Project', 'as_flow',
+           'precondition_masks', 'summary', 'decoder_thresholds', 'set_decoder_thresholds']
 
 # %% ../nbs/03_flow.ipynb #5f37b773
 class FlowDefinitionError(ValueError):
@@ -255,6 +256,18 @@ class TaskFlow(ITask):
     def __repr__(self): return f"TaskFlow('{self.name}', tasks={self.graph.paths})"
 
 # %% ../nbs/03_flow.ipynb #76441ca4
+class FlowRedefinedWarning(UserWarning):
+    "A flow was defined again while other flows still hold the version traced before."
+
+def _holds(flow: TaskFlow, target: TaskFlow) -> bool:
+    "Does `flow` contain `target`, at any depth?"
+    return any(n.target is target or (isinstance(n.target, TaskFlow) and _holds(n.target, target)) for n in flow.nodes)
+
+def _holders(project, name: str) -> list[str]:
+    "The project's other flows that hold its flow `name`, in definition order."
+    old = project.flows.get(name)
+    return [] if old is None else [f for f, fl in project.flows.items() if f != name and _holds(fl, old)]
+
 class Project:
     "The tasks of a problem and the flows built from them."
     def __init__(self, tasks: Iterable[ITask] = ()):
@@ -278,6 +291,7 @@ class Project:
         if func is None: return lambda f: self.add_flow(f, name=name)
         name = name or func.__name__
         if name in self.tasks: raise ValueError(f"a task named '{name}' is already in the project")
+        stale = _holders(self, name)  # flows traced with the version about to be replaced
         known = {**self.tasks, **{k: v for k, v in self.flows.items() if k != name}}
         out = _Out(name, known)
         result = func(_Flow(name, known), _Inputs(name), out)
@@ -285,10 +299,26 @@ class Project:
         if not out._nodes: raise FlowDefinitionError(f"flow '{name}' adds nothing to out")
         flow = TaskFlow(name, list(out._nodes.values()))
         self.flows[name] = flow
+        if stale:
+            warnings.warn(f"flow '{name}' is redefined, but flows traced before still hold its old version: {stale}; "
+                          f"define them again, in that order, to use the new '{name}'", FlowRedefinedWarning, stacklevel=2)
         return flow
 
-    def __getitem__(self, name): return {**self.tasks, **self.flows}[name]
+    def __getitem__(self, name):
+        if name not in self.tasks and name not in self.flows:
+            raise KeyError(f"the project has no task or flow '{name}'; tasks: {list(self.tasks)}, flows: {list(self.flows)}")
+        return {**self.tasks, **self.flows}[name]
     def __repr__(self): return f'Project(tasks={list(self.tasks)}, flows={list(self.flows)})'
+
+# %% ../nbs/03_flow.ipynb #d9b5ee6a
+def as_flow(obj, where: str = 'this function') -> TaskFlow:
+    "`obj` if it is a `TaskFlow`; a `TypeError` saying what to pass otherwise (a `Project` names its flows)."
+    if isinstance(obj, TaskFlow): return obj
+    if isinstance(obj, Project):
+        names = list(obj.flows)
+        pick = f"project.flows['{names[-1]}']" if names else "a flow from @project.add_flow"
+        raise TypeError(f"{where} takes a flow, got the Project itself (flows: {names}): pass {pick}")
+    raise TypeError(f"{where} takes a flow (a TaskFlow from @project.add_flow), got a {type(obj).__name__}")
 
 # %% ../nbs/03_flow.ipynb #c2fa28e5
 def precondition_masks(graph: FlowGraph,
@@ -307,8 +337,13 @@ def precondition_masks(graph: FlowGraph,
         if path in leaves: return leaves[path]
         if path not in truth:
             raise KeyError(f"flow '{graph.name}': the ground truth of precondition '{path}' is missing from the batch "
-                           f"(batch['gt']['value'] needs {graph.precondition_paths})")
+                           f"(batch['gt']['value'] needs {graph.precondition_paths}, and has {sorted(truth)}: was the "
+                           f"batch built by a FlowDataset of another flow?)")
         v, k = truth[path], masks[path] if known is None else masks[path] & known[path]
+        for what, t in (('value', v), ('available', None if known is None else known[path])):
+            if t is not None and tuple(t.shape) != (batch_size,):
+                raise ValueError(f"flow '{graph.name}': batch['gt']['{what}']['{path}'] has shape {tuple(t.shape)}; "
+                                 f"expected ({batch_size},), one per sample of the batch")
         leaves[path] = k & v, k & ~v  # (bs,), (bs,)
         return leaves[path]
     for node in graph.nodes:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -104,6 +105,9 @@ class ITask(ABC):
         "Predicted booleans `(bs,)` from decoded output (used for preconditions at inference)."
         raise TypeError(f"task '{self.name}' ({type(self).__name__}) does not yield a boolean")
     def label_names(self) -> list[str] | None: return None
+    def spec(self) -> dict | None:
+        "The constructor keywords (JSON values) that rebuild this task from its type; None when only its code can."
+        return None
     def __repr__(self): return f"{type(self).__name__}(name='{self.name}')"
 
 # %% ../nbs/02_tasks.ipynb #bc6435e4
@@ -150,11 +154,36 @@ class Task(ITask):
         present = self.available(target)  # (bs,)
         return torch.where(present, self.sample_losses(logits, target), 0).sum() / present.sum().clamp_min(1)
     def encode(self, values):  # torch.tensor copies: pandas may hand out read-only arrays (copy-on-write)
-        return torch.tensor(pd.to_numeric(values, errors='raise').astype('float64').to_numpy(np.float32, na_value=np.nan))
+        return torch.tensor(_numbers(self, values).astype('float64').to_numpy(np.float32, na_value=np.nan))
     def make_metrics(self, detailed=False):
         if self.metrics is None: return None
         return self.metrics(detailed=True) if detailed else self.metrics()
     def label_names(self): return list(self.labels) if self.labels is not None else None
+
+    _spec_fields = ()  # the constructor keywords (besides `name`) that rebuild a predefined task; not a dataclass field
+    def spec(self):
+        if not self._spec_fields: return None
+        return {f: _plain(getattr(self, f)) for f in self._spec_fields}
+
+def _plain(v):
+    "A JSON value: tensors / arrays / tuples to lists, numpy scalars to Python ones."
+    if isinstance(v, (torch.Tensor, np.ndarray)): v = v.tolist()
+    if isinstance(v, (list, tuple, pd.Index)): return [_plain(a) for a in v]
+    return v.item() if isinstance(v, np.generic) else v
+
+def _numbers(task, values) -> pd.Series:
+    "`values` as a numeric Series, or an error naming the task and the first values that are not numbers."
+    s = pd.Series(values)
+    try: return pd.to_numeric(s, errors='raise')
+    except (ValueError, TypeError) as e:
+        def number(a):
+            if _is_missing(a): return True
+            if isinstance(a, (list, tuple, np.ndarray, dict)): return False
+            try: float(a); return True
+            except (TypeError, ValueError): return False
+        bad = [(i, a) for i, a in enumerate(s.tolist()) if not number(a)][:3]
+        got = ', '.join(f'{a!r} (row {i})' for i, a in bad) or str(e)
+        raise ValueError(f"task '{task.name}' ({type(task).__name__}) takes numbers as labels, got {got}") from e
 
 def _available_not_nan(target):
     "Available where the target is not NaN; for per-label targets, where any label is present. `(bs,)`"
@@ -171,11 +200,28 @@ class _LinearHead(nn.Linear):
         return y.squeeze(-1) if self.out_shape == () else y.unflatten(-1, self.out_shape)
 
 # %% ../nbs/02_tasks.ipynb #fc43ce5f
+def _check_threshold(name: str, threshold, num_labels: int | None = None):
+    "A sigmoid task's threshold: a float in [0, 1] or, for `num_labels` labels, one per label; a clear error otherwise."
+    values = threshold.tolist() if isinstance(threshold, (np.ndarray, torch.Tensor)) else threshold
+    if isinstance(values, (list, tuple)):
+        if num_labels is None:
+            raise ValueError(f"task '{name}': threshold must be one float in [0, 1], got a list of {len(values)}")
+        if len(values) != num_labels:
+            raise ValueError(f"task '{name}': {len(values)} thresholds for {num_labels} labels; give one per label, "
+                             f"or one float for all")
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1]
+    if bad: raise ValueError(f"task '{name}': thresholds are compared with sigmoid probabilities, so each must lie "
+                             f"in [0, 1]; got {bad[:5]}")
+    return [float(v) for v in items] if isinstance(values, (list, tuple)) else float(values)
+
 class BinaryClassificationTask(Task):
     "Sigmoid activation, thresholding decoder, binary cross entropy; targets are 0/1 floats, NaN when missing."
     def __init__(self, name: str, inputs: int | None = None, module: nn.Module | None = None,
                  threshold: float = 0.5,  # decision threshold, tunable
                  pos_weight: float | None = None):  # weight of positive samples in the loss (class imbalance)
+        threshold = _check_threshold(name, threshold)
+        self.pos_weight = None if pos_weight is None else float(pos_weight)
         pw = None if pos_weight is None else PerDevice(float(pos_weight))
         def per_sample_loss(logits, target):  # (bs,), (bs,) -> (bs,)
             return F.binary_cross_entropy_with_logits(logits, target, reduction='none',
@@ -183,8 +229,20 @@ class BinaryClassificationTask(Task):
         super().__init__(name, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
                          activation=torch.sigmoid, decoder=ThresholdDecoder(threshold), metrics=lambda detailed=False: BinaryMetrics(),
                          out_shape=(), is_boolean=True)
+    _spec_fields = ('pos_weight',)
     def encode(self, values):
-        v = pd.Series(values, dtype=object).map(lambda a: np.nan if _is_missing(a) else float(bool(a)) if isinstance(a, (bool, np.bool_)) else float(a))
+        v = pd.Series(values, dtype=object)
+        strings = list(dict.fromkeys(a for a in v if isinstance(a, str)))
+        if strings:
+            example = ', '.join(f'{s!r}: {b}' for s, b in zip(strings[:2], ('True', 'False')))
+            raise ValueError(f"task '{self.name}': binary labels must be 0/1 or bool, got strings {strings[:5]}; map "
+                             f"them to booleans first, e.g. labels['{self.name}'].map({{{example}}})")
+        not_scalar = [(i, a) for i, a in enumerate(v) if isinstance(a, (list, tuple, np.ndarray, dict))]
+        if not_scalar:
+            i, a = not_scalar[0]
+            raise ValueError(f"task '{self.name}': binary labels must be 0/1 or bool, one per row; row {i} holds "
+                             f"{type(a).__name__} {_plain(a)!r}")
+        v = v.map(lambda a: np.nan if _is_missing(a) else float(bool(a)) if isinstance(a, (bool, np.bool_)) else float(a))
         arr = v.to_numpy(np.float32, na_value=np.nan)
         bad = ~np.isnan(arr) & (arr != 0) & (arr != 1)
         if bad.any(): raise ValueError(f"task '{self.name}': binary labels must be 0/1 or bool, got {arr[bad][:5].tolist()}")
@@ -210,7 +268,10 @@ class ClassificationTask(Task):
         num_classes = len(labels) if num_classes is None else num_classes
         if labels is not None and len(labels) != num_classes:
             raise ValueError(f"task '{name}': {len(labels)} labels for {num_classes} classes")
-        self.num_classes = num_classes
+        self.num_classes, self.top_k, self.label_smoothing = num_classes, top_k, float(label_smoothing)
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"task '{name}': {len(class_weights)} class_weights for {num_classes} classes")
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         cw = None if class_weights is None else PerDevice(class_weights)
         def per_sample_loss(logits, target):  # (bs, C), (bs,) -> (bs,)
             return F.cross_entropy(logits, target, reduction='none', label_smoothing=label_smoothing,
@@ -219,10 +280,20 @@ class ClassificationTask(Task):
                          inputs=inputs, module=module, activation=lambda lo: lo.softmax(-1),
                          decoder=SortingDecoder(top_k),
                          metrics=lambda detailed=False: ClassificationMetrics(num_classes, class_names=labels, per_class=detailed), out_shape=(num_classes,))
+    _spec_fields = ('num_classes', 'labels', 'top_k', 'class_weights', 'label_smoothing')
     def encode(self, values):
         v = pd.Series(values)
+        vectors = [(i, a) for i, a in enumerate(v) if isinstance(a, (list, tuple, np.ndarray))] if v.dtype == object else []
+        if vectors:
+            i, a = vectors[0]
+            raise ValueError(f"task '{self.name}': labels are vectors of length {len(a)} (row {i}: {_plain(a)}), one-hot "
+                             f"perhaps; a ClassificationTask takes one class id (0..{self.num_classes - 1}) or class name "
+                             f"per row, e.g. np.argmax(onehot, axis=1)")
         if isinstance(v.dtype, pd.CategoricalDtype) and self.labels is not None:
             v = v.astype(object).map(lambda a: None if _is_missing(a) else str(a))  # categories are named by str()
+        ids = v.dtype == object and len(v.dropna()) > 0 and all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                                               for a in v.dropna())  # class ids with gaps (None)
+        if ids: v = pd.to_numeric(v).astype('Float64')
         if self.labels is not None and not pd.api.types.is_numeric_dtype(v.dtype):
             index = {name: i for i, name in enumerate(self.labels)}
             unknown = set(v.dropna()) - set(index)
@@ -231,9 +302,12 @@ class ClassificationTask(Task):
         if not pd.api.types.is_numeric_dtype(v.dtype) and v.dropna().map(lambda a: isinstance(a, str)).any():
             raise ValueError(f"task '{self.name}': labels are names ({v.dropna().iloc[0]!r}, ...) but the task has no "
                              f"class names: pass labels=[...] to ClassificationTask")
-        arr = pd.to_numeric(v, errors='raise').astype('Float64').fillna(-1).to_numpy('float64')
-        if ((arr != np.round(arr)) | (arr >= self.num_classes) | ((arr < 0) & (arr != -1))).any():
-            raise ValueError(f"task '{self.name}': class ids must be integers in [0, {self.num_classes})")
+        arr = _numbers(self, v).astype('Float64').fillna(-1).to_numpy('float64')
+        bad = (arr != np.round(arr)) | (arr >= self.num_classes) | ((arr < 0) & (arr != -1))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:3].tolist()
+            raise ValueError(f"task '{self.name}': class ids must be integers in [0, {self.num_classes}), got "
+                             f"{arr[bad][:5].tolist()} (rows {rows}); more classes need num_classes=, names need labels=")
         return torch.from_numpy(arr.astype(np.int64))
 
 # %% ../nbs/02_tasks.ipynb #376ec509
@@ -244,7 +318,13 @@ class MultilabelClassificationTask(Task):
                  threshold: float | Sequence[float] = 0.5, pos_weight: Sequence[float] | None = None):
         if num_labels is None and labels is None: raise ValueError(f"task '{name}': give num_labels or labels")
         num_labels = len(labels) if num_labels is None else num_labels
+        if labels is not None and len(labels) != num_labels:
+            raise ValueError(f"task '{name}': {len(labels)} labels for num_labels={num_labels}")
         self.num_labels = num_labels
+        threshold = _check_threshold(name, threshold, num_labels)
+        if pos_weight is not None and len(pos_weight) != num_labels:
+            raise ValueError(f"task '{name}': {len(pos_weight)} pos_weight values for {num_labels} labels")
+        self.pos_weight = None if pos_weight is None else [float(w) for w in pos_weight]
         pw = None if pos_weight is None else PerDevice(pos_weight)
         def per_sample_loss(logits, target):  # (bs, L), (bs, L) with NaN per missing label -> (bs,)
             present = ~torch.isnan(target)
@@ -254,11 +334,14 @@ class MultilabelClassificationTask(Task):
         super().__init__(name, labels=labels, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
                          activation=torch.sigmoid, decoder=ThresholdDecoder(threshold),
                          metrics=lambda detailed=False: MultilabelMetrics(num_labels, label_names=labels, per_label=detailed), out_shape=(num_labels,))
+    _spec_fields = ('num_labels', 'labels', 'pos_weight')
     def fill_missing(self, target): return target  # the loss masks missing labels one by one
     def encode(self, values):
         rows = []
         for i, a in enumerate(values):
             if _is_missing(a): rows.append([np.nan] * self.num_labels); continue
+            if isinstance(a, str) or not hasattr(a, '__len__'):
+                raise ValueError(f"task '{self.name}': row {i} holds {a!r}; each row needs a list of {self.num_labels} 0/1 labels")
             a = list(a)
             if len(a) != self.num_labels:
                 raise ValueError(f"task '{self.name}': row {i} has {len(a)} labels, expected {self.num_labels}")
@@ -278,6 +361,19 @@ class BoundedRegressionTask(Task):
                          activation=torch.sigmoid, decoder=RescaleDecoder(low, high),
                          metrics=lambda detailed=False: RegressionMetrics(low=self.low, high=self.high), out_shape=(),
                          fill_value=self.low)
+    _spec_fields = ('low', 'high')
+    def encode(self, values):
+        t = super().encode(values)  # (n,) float, NaN where missing
+        outside = ~torch.isnan(t) & ((t < self.low) | (t > self.high))
+        if outside.any():
+            rows, present = torch.nonzero(outside).flatten(), t[~torch.isnan(t)]
+            lo, hi = float(present.min()), float(present.max())
+            raise ValueError(
+                f"task '{self.name}': {len(rows)} of {len(t)} labels lie outside the task's range [{self.low:g}, {self.high:g}] "
+                f"(e.g. {t[rows[:3]].tolist()} at rows {rows[:3].tolist()}; the labels span [{lo:g}, {hi:g}]), where its "
+                f"sigmoid head can never reach them. Give the range: BoundedRegressionTask('{self.name}', low=..., high=...), "
+                f"or ranges={{'{self.name}': (low, high)}} in tasks_from_dataframe")
+        return t
 
 class RegressionTask(Task):
     "Unbounded regression: identity activation, MSE on `(target - loc) / scale`, decoded back to the original scale."
@@ -289,6 +385,7 @@ class RegressionTask(Task):
         super().__init__(name, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
                          activation=nn.Identity(), decoder=RescaleDecoder(self.loc, self.loc + self.scale),
                          metrics=lambda detailed=False: RegressionMetrics(), out_shape=())
+    _spec_fields = ('loc', 'scale')
 
 # %% ../nbs/02_tasks.ipynb #8def3879
 class MaskedLanguageModelingTask(Task):
@@ -296,7 +393,7 @@ class MaskedLanguageModelingTask(Task):
     def __init__(self, name: str, vocab_size: int, inputs: int | None = None, module: nn.Module | None = None,
                  top_k: int = 5,  # ranked token ids kept per position when decoding
                  ignore_index: int = -100):  # target value of positions that are not scored
-        self.vocab_size, self.ignore_index = vocab_size, ignore_index
+        self.vocab_size, self.ignore_index, self.top_k = vocab_size, ignore_index, top_k
         def per_sample_loss(logits, target):  # (bs, T, V), (bs, T) -> (bs,): mean over the sample's masked tokens
             scored = target != ignore_index
             ce = F.cross_entropy(logits.transpose(1, 2), target.clamp_min(0), reduction='none')  # (bs, T)
@@ -305,6 +402,7 @@ class MaskedLanguageModelingTask(Task):
                          available_func=lambda t: (t != ignore_index).any(-1), inputs=inputs, module=module,
                          activation=lambda lo: lo.softmax(-1), decoder=SortingDecoder(top_k),
                          metrics=lambda detailed=False: TokenClassificationMetrics(vocab_size), out_shape=(vocab_size,))
+    _spec_fields = ('vocab_size', 'top_k', 'ignore_index')
     def fill_missing(self, target): return target  # the loss ignores unscored tokens itself
     def encode(self, values):
         rows = [np.asarray(a, dtype=np.int64) for a in values]

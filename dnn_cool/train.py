@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -19,17 +20,19 @@ import torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
+from .checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
+                                 set_rng_state, thresholds_path, _apply_checkpoint)
 from .core import seed_everything, to_device
-from .flow import FlowGraph, TaskFlow, decoder_thresholds, set_decoder_thresholds, _checked_thresholds
+from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_thresholds
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
 from .metrics import float_dtype
 from .module import FlowModule, find_flow
-from .tuning import load_thresholds, save_thresholds
+
 
 # %% auto #0
-__all__ = ['FlowNet', 'EpochLoss', 'Callback', 'History', 'Trainer', 'EarlyStopping', 'thresholds_path', 'load_checkpoint',
-           'Checkpoint']
+__all__ = ['FlowNet', 'EpochLoss', 'NonFiniteLossError', 'NonFiniteLossWarning', 'NoSampleWarning', 'Callback', 'History',
+           'Trainer', 'EarlyStopping', 'Checkpoint', 'ValidationData']
 
 # %% ../nbs/07_train.ipynb #9b499318
 class FlowNet(nn.Module):
@@ -116,34 +119,87 @@ def unfreeze(self: FlowNet, backbone: bool = False, tasks: Iterable[str] | str =
 
 # %% ../nbs/07_train.ipynb #742e111a
 class EpochLoss:
-    "Per-task sums of per-sample losses and counts over an epoch, on the device; `compute()` syncs once."
-    def __init__(self): self.sums, self.counts, self.total, self.n = {}, {}, None, None
+    "Per-task sums of per-sample losses and counts over an epoch, and non-finite flags, on the device; `compute()` syncs once."
+    def __init__(self, skip_nonfinite: bool = False):  # leave out batches whose loss is not finite (steps a GradScaler skips)
+        self.skip_nonfinite, self.paths = skip_nonfinite, None
+        self.sums = self.counts = self.bad = self.first_bad = self.skipped = None  # (n_paths,) tensors, and () for skipped
+        self.nonfinite, self.empty, self.skipped_batches, self.computed = {}, [], 0, False  # set by `compute`
 
     @torch.no_grad()
     def update(self, breakdown: LossBreakdown | None,  # from `FlowLoss.breakdown`; None for a criterion without one
-               loss: torch.Tensor, batch_size: int):  # the batch's scalar loss, used only without a breakdown
+               loss: torch.Tensor, batch_size: int,  # the batch's scalar loss (what a criterion without a breakdown gives)
+               step: int = 0):  # the batch's step, remembered where a loss is first not finite
+        loss = loss.detach()
+        dt = float_dtype(loss.device)
         if breakdown is None:  # a criterion that only gives a scalar: weigh batches by their size
-            dt = float_dtype(loss.device)
-            self.total = loss.detach().to(dt) * batch_size + (0 if self.total is None else self.total)
-            self.n = batch_size + (0 if self.n is None else self.n)
-            return
-        for p, losses in breakdown.per_sample.items():
-            dt = float_dtype(losses.device)
-            s, c = losses.detach().to(dt).sum(), breakdown.counts[p].detach().to(dt)
-            self.sums[p] = s if p not in self.sums else self.sums[p] + s
-            self.counts[p] = c if p not in self.counts else self.counts[p] + c
+            paths, sums = [''], (loss.to(dt) * batch_size).reshape(1)  # (1,)
+            counts = torch.full((1,), float(batch_size), dtype=dt, device=loss.device)
+        else:
+            paths = list(breakdown.per_sample)
+            sums = torch.stack([breakdown.per_sample[p].detach().to(dt).sum() for p in paths])  # (n_paths,)
+            counts = torch.stack([breakdown.counts[p].detach().to(dt) for p in paths])
+        if self.paths is None:
+            self.paths = paths
+            zeros = torch.zeros(len(paths), dtype=dt, device=loss.device)
+            self.sums, self.counts, self.bad, self.first_bad = zeros, zeros.clone(), zeros.clone(), zeros - 1
+            self.skipped = torch.zeros((), dtype=dt, device=loss.device)
+        bad = ~torch.isfinite(sums)  # (n_paths,): a non-finite per-sample loss makes its task's sum non-finite
+        if self.skip_nonfinite:
+            ok = torch.isfinite(loss)  # ()
+            self.skipped = self.skipped + (~ok).to(dt)
+            sums, counts, bad = torch.where(ok, sums, 0), torch.where(ok, counts, 0), bad & ok
+        self.sums, self.counts, self.bad = self.sums + sums, self.counts + counts, self.bad + bad.to(dt)
+        self.first_bad = torch.where((self.first_bad < 0) & bad, float(step), self.first_bad)
+
+    def any_nonfinite(self) -> torch.Tensor:
+        "`()` bool on the device: has any task had a non-finite loss yet? (no sync)"
+        return torch.zeros((), dtype=torch.bool) if self.bad is None else (self.bad > 0).any()
 
     def compute(self, weights: Mapping[str, float] | None = None,  # task path -> weight in the total (default 1)
                 ) -> tuple[float, dict[str, float], dict[str, int]]:
-        "`(total, {path: loss}, {path: count})`; a task that counted no sample has loss NaN and adds 0 to the total."
-        if not self.sums:
-            return (float(self.total) / self.n if self.n else float('nan')), {}, {}
-        paths = list(self.sums)
-        values = torch.stack([self.sums[p] for p in paths] + [self.counts[p] for p in paths]).tolist()  # the one sync
-        sums, counts = values[:len(paths)], values[len(paths):]
-        losses = {p: s / c if c > 0 else float('nan') for p, s, c in zip(paths, sums, counts)}
-        total = sum((weights or {}).get(p, 1.0) * v for p, v in losses.items() if not math.isnan(v))
-        return total, losses, {p: int(c) for p, c in zip(paths, counts)}
+        "`(total, {path: loss}, {path: count})`, one sync; sets `nonfinite` `{path: (first step, batches)}` and `empty` (no sample)."
+        self.computed = True
+        if self.paths is None: return float('nan'), {}, {}
+        values = torch.cat([self.sums, self.counts, self.bad, self.first_bad, self.skipped.reshape(1)]).tolist()  # the one sync
+        k = len(self.paths)
+        sums, counts, bad, first = (values[i * k:(i + 1) * k] for i in range(4))
+        self.skipped_batches = int(values[-1])
+        self.nonfinite = {p: (int(f), int(b)) for p, b, f in zip(self.paths, bad, first) if b > 0}
+        self.empty = [p for p, c in zip(self.paths, counts) if c == 0 and p not in self.nonfinite]
+        losses = {p: s / c if c > 0 else float('nan') for p, s, c in zip(self.paths, sums, counts)}
+        if self.paths == ['']: return losses[''], {}, {}
+        counted = [p for p in self.paths if p not in self.empty]
+        total = (float('nan') if self.nonfinite or not counted else
+                 sum((weights or {}).get(p, 1.0) * losses[p] for p in counted))
+        return total, losses, {p: int(c) for p, c in zip(self.paths, counts)}
+
+# %% ../nbs/07_train.ipynb #df86f8b2
+class NonFiniteLossError(FloatingPointError):
+    "A task's loss, or the weights, stopped being finite: the run diverged. Names the task and the step."
+    def __init__(self, message: str, task: str | None = None, step: int | None = None, epoch: int | None = None):
+        super().__init__(message)
+        self.task, self.step, self.epoch, self.history = task, step, epoch, None  # `fit` adds the History so far
+
+class NonFiniteLossWarning(UserWarning):
+    "The warning `on_nonfinite='warn'` / `'stop'` gives instead of raising."
+
+class NoSampleWarning(UserWarning):
+    "A task counted no sample in an epoch's data (said once per task and data)."
+
+def _nonfinite_message(where: str, nonfinite: dict, first_step: int = 1, validation: bool = False) -> tuple[str, str, int]:
+    "The message for `{path: (first step, batches)}`, with the first task and step."
+    order = sorted(nonfinite, key=lambda p: nonfinite[p][0])
+    def say(p):
+        step, n = nonfinite[p]
+        what = f"task '{p}'" if p else 'the loss'
+        at = (f"first in batch {step} of the validation data" if validation else
+              f"first at step {step} (batch {step - first_step + 1} of the epoch)")
+        return f"{what} is not finite (NaN or inf), {at}, in {n} batch{'es' if n > 1 else ''}"
+    lines = [f"{where}: the loss of {say(order[0])}"] + [f"also {say(p)}" for p in order[1:]]
+    return ('; '.join(lines) + ". The run diverged: its loss is not counted as 0 and this epoch can't be the best. "
+            "Lower the learning rate, clip gradients (clip_grad_norm=1.0), or look for NaN / inf in the inputs and "
+            "labels of those batches (FlowDataset refuses non-finite inputs unless check_finite=False)",
+            order[0], nonfinite[order[0]][0])
 
 # %% ../nbs/07_train.ipynb #8fbc1463
 class Callback:
@@ -196,15 +252,17 @@ class Trainer:
                  early_stopping_patience: int | None = None,  # stop after this many epochs without improvement
                  monitor: str | None = None,  # record key deciding the best epoch; default 'valid_loss' ('train_loss' without valid data)
                  monitor_mode: str = 'auto',  # 'min', 'max', or 'auto': 'min' for losses and errors, else 'max'
-                 checkpoint_path: str | os.PathLike | None = None,  # save the best epoch's weights here
+                 checkpoint_path: str | os.PathLike | None = None,  # save the best epoch here (weights, thresholds, flow, training state)
+                 last_checkpoint_path: str | os.PathLike | None = None,  # save every epoch here, to resume with `fit(resume_from=...)`
                  restore_best: bool = False,  # load the best epoch's weights into the model when `fit` ends
                  train_metrics: bool = True,  # compute the metrics on the training batches too
                  progress: bool = True,  # tqdm bars (terminal or notebook) and one summary line per epoch
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
                  seed: int | None = None,  # `seed_everything(seed)` when `fit` starts
+                 on_nonfinite: str = 'raise',  # a NaN / inf loss: 'raise' NonFiniteLossError, 'stop' (warn, end the fit) or 'warn'
                  live_plot: bool | None = None):  # per-task plots while training: None = only in a notebook front end
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        flow = find_flow(model, flow, required=False)
+        flow = find_flow(model, as_flow(flow, 'Trainer') if flow is not None else None, required=False)
         if flow is None:
             raise TypeError(f"Trainer needs the flow: pass flow=..., or a model with a .flow (FlowModule, FlowNet); "
                             f"got a {type(model).__name__}")
@@ -221,21 +279,25 @@ class Trainer:
             raise ValueError(f"monitor '{monitor}' needs a valid_loader")
         if monitor_mode == 'auto': monitor_mode = 'min' if monitor.endswith('loss') or 'error' in monitor else 'max'
         if monitor_mode not in ('min', 'max'): raise ValueError(f"monitor_mode must be 'min', 'max' or 'auto', got {monitor_mode!r}")
+        if on_nonfinite not in ('raise', 'stop', 'warn'):
+            raise ValueError(f"on_nonfinite must be 'raise', 'stop' or 'warn', got {on_nonfinite!r}")
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.train_loader, self.valid_loader, self.flow, self.epochs = train_loader, valid_loader, flow, epochs
         self.scheduler_interval, self.device, self.amp_dtype = scheduler_interval, torch.device(device), amp_dtype
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.train_metrics, self.progress, self.log_every, self.seed = train_metrics, progress, log_every, seed
-        self.live_plot = live_plot
+        self.live_plot, self.on_nonfinite = live_plot, on_nonfinite
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == 'cuda')
-        builtin = [_BestTracker()]
+        builtin = [_BestTracker(), _SchedulerStep()]
         if early_stopping_patience is not None: builtin.append(EarlyStopping(early_stopping_patience))
-        if checkpoint_path is not None or restore_best: builtin.append(Checkpoint(checkpoint_path, restore_best))
+        if checkpoint_path is not None or restore_best or last_checkpoint_path is not None:
+            builtin.append(Checkpoint(checkpoint_path, restore_best, last_checkpoint_path))
         builtin += [cb for make in Trainer.default_callbacks if (cb := make(self)) is not None]
         self.callbacks = sorted([*callbacks, *builtin], key=lambda cb: cb.order)  # stable: equal orders keep theirs
         self.global_step, self.optimizer_steps, self.last_grad_norm, self.stop_training = 0, 0, None, False
         self.restored_epoch = None  # set by `Checkpoint` when `fit` ends with the best epoch's weights loaded back
+        self.diverged, self._said_empty, self._epoch_first_step = False, set(), 1
         self.history = History(monitor=monitor)
 
     # Factories `make(trainer) -> Callback | None` that every Trainer calls: layers above the engine (the notebook views)
@@ -287,7 +349,9 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
     model, k = self.model, self.grad_accum_steps
     model.train()
-    loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow) if self.train_metrics else None
+    loss_sums = EpochLoss(skip_nonfinite=self.scaler.is_enabled())  # a float16 scaler skips overflowing steps itself
+    metrics = FlowMetrics(self.flow) if self.train_metrics else None
+    self._epoch_first_step = self.global_step + 1
     n_batches = len(self.train_loader) if hasattr(self.train_loader, '__len__') else None
     bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.progress)
     i = -1
@@ -301,16 +365,22 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
             loss, bd = self._loss(outputs, y)
         self.scaler.scale(loss / group).backward()
         if (i + 1) % k == 0 or i + 1 == n_batches: self._optimizer_step()
-        loss_sums.update(bd, loss, _batch_size(y))
-        if metrics is not None: metrics.update(outputs, y)
         self.global_step += 1
-        if self.progress and (i + 1) % self.log_every == 0: bar.set_postfix(loss=f'{loss.item():.4g}')
+        loss_sums.update(bd, loss, _batch_size(y), step=self.global_step)
+        if metrics is not None: metrics.update(outputs, y)
+        if self.progress and (i + 1) % self.log_every == 0:  # a log point: one read of the loss and the flags together
+            value, bad = torch.stack([loss.detach().float(), loss_sums.any_nonfinite().float()]).tolist()
+            bar.set_postfix(loss=f'{value:.4g}')
+            if bad and self.on_nonfinite == 'raise': self._check_finite('train', loss_sums)
         self._call('on_batch_end', self.global_step, outputs, y, bd)
+    if i < 0:
+        raise ValueError(f"train_loader yielded no batches in epoch {epoch}: is its data set empty, or drop_last=True "
+                         f"with fewer samples than the batch size?")
     m = (i + 1) % k  # batches in a last, short group
     if n_batches is None and m != 0:  # a loader without len: its last group was divided by k, not by m
         _rescale_grads(self.optimizer, k / m)
         self._optimizer_step()
-    return self._record('train', loss_sums, metrics)
+    return self._record('train', loss_sums, metrics, self.train_loader)
 
 @patch
 @torch.no_grad()
@@ -320,47 +390,94 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     loader = self.valid_loader if loader is None else loader
     self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
-    for x, y in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
+    for j, (x, y) in enumerate(tqdm(loader, desc=prefix, leave=False, disable=not self.progress)):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
             outputs = self.model(x)
             loss, bd = self._loss(outputs, y)
-        loss_sums.update(bd, loss, _batch_size(y))
+        loss_sums.update(bd, loss, _batch_size(y), step=j + 1)
         metrics.update(outputs, y)
-    return self._record(prefix, loss_sums, metrics)
+    return self._record(prefix, loss_sums, metrics, loader)
 
 @patch
-def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None) -> dict:
+def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None, loader=None) -> dict:
     total, per_task, _ = loss_sums.compute(getattr(self.criterion, 'weights', None))
+    self._check_finite(prefix, loss_sums)
+    self._say_empty(prefix, loss_sums.empty, loader)
     scores = metrics.compute() if metrics is not None else {}
     record = {f'{prefix}_loss': total}
+    if loss_sums.skipped_batches: record[f'{prefix}/skipped_batches'] = loss_sums.skipped_batches
     for p in self.flow.graph.paths:
         if p in per_task: record[f'{prefix}/{p}/loss'] = per_task[p]
         for name, value in scores.get(p, {}).items(): record[f'{prefix}/{p}/{name}'] = value
     return record
 
+# %% ../nbs/07_train.ipynb #6d29ee77
+@patch
+def _check_finite(self: Trainer, prefix: str, loss_sums: EpochLoss):
+    "Act on non-finite losses found in `loss_sums` (at a log point, before the epoch's `compute`, this syncs once more)."
+    if not loss_sums.computed: loss_sums.compute()
+    if not loss_sums.nonfinite: return
+    validation = prefix != 'train'
+    where = f"{'validation' if validation else 'training'} in epoch {self.epoch}"
+    message, task, step = _nonfinite_message(where, loss_sums.nonfinite, self._epoch_first_step, validation)
+    self._diverge(message, task, None if validation else step)
+
+@patch
+def _diverge(self: Trainer, message: str, task: str | None = None, step: int | None = None):
+    self.diverged = True
+    if self.on_nonfinite == 'raise': raise NonFiniteLossError(message, task, step, self.epoch)
+    warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
+    if self.on_nonfinite == 'stop': self.stop_training = True
+
+def _nonfinite_parameters(model: nn.Module) -> list[str]:
+    "Names of the parameters holding a NaN or inf (one sync)."
+    named = [(n, q) for n, q in model.named_parameters() if q.is_floating_point()]
+    if not named: return []
+    ok = torch.stack([torch.isfinite(q).all() for _, q in named]).tolist()
+    return [n for (n, _), good in zip(named, ok) if not good]
+
+@patch
+def _check_weights(self: Trainer):
+    bad = _nonfinite_parameters(self.model)
+    if bad: self._diverge(f"after training epoch {self.epoch}: {len(bad)} parameters are not finite (NaN or inf), e.g. "
+                          f"{bad[:3]}: the run diverged. Lower the learning rate, clip gradients (clip_grad_norm=1.0), or "
+                          f"look for NaN / inf in the inputs")
+
+@patch
+def _say_empty(self: Trainer, prefix: str, empty: list[str], loader):
+    unlabelled = getattr(getattr(loader, 'dataset', None), 'unlabelled', set())
+    new = [p for p in empty if (prefix, p) not in self._said_empty and p not in unlabelled]
+    if not new: return
+    self._said_empty.update((prefix, p) for p in new)
+    data = 'training' if prefix == 'train' else f"'{prefix}'"
+    warnings.warn(f"tasks {new} counted no sample in the {data} data (epoch {self.epoch}): their loss is NaN and left out "
+                  f"of {prefix}_loss. Their labels are all missing, or their preconditions never hold there; a data set "
+                  f"meant to lack them lists them in FlowDataset(..., unlabelled=[...]). (Said once.)", NoSampleWarning,
+                  stacklevel=4)
+
 # %% ../nbs/07_train.ipynb #8dc043dc
 @patch
-def fit(self: Trainer) -> History:
-    "Train for `epochs` epochs (fewer if a callback stops it); returns the `History`."
+def fit(self: Trainer, resume_from: str | os.PathLike | None = None,  # a checkpoint with training state: go on after its epoch
+        ) -> History:
+    "Train for `epochs` epochs (fewer if a callback stops it, or from a resumed epoch on); returns the `History`."
     if self.seed is not None: seed_everything(self.seed)
     self.model.to(self.device)
     self.history = History(monitor=self.monitor)
     self.stop_training, self.improved, self.best_epoch, self.best_score, self.epoch = False, False, None, None, 0
-    self.restored_epoch = None
+    self.restored_epoch, self.diverged, self._said_empty = None, False, set()
+    start = 0 if resume_from is None else self._resume(resume_from)
     self._call('on_fit_start')
     try:
-        for epoch in range(self.epochs):
-            self.epoch = epoch
+        for epoch in range(start, self.epochs):
+            self.epoch, self.diverged = epoch, False
             self._call('on_epoch_start', epoch)
             record = {'epoch': epoch, **{f"lr/{g.get('name', i)}": g['lr'] for i, g in enumerate(self.optimizer.param_groups)}}
             record.update(self.train_epoch(epoch))
+            self._check_weights()
             if self.valid_loader is not None: record.update(self.validate())
             self.history.records.append(record)
             self._call('on_epoch_end', epoch, record)
-            if self.scheduler is not None and self.scheduler_interval == 'epoch':
-                plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-                self.scheduler.step(record[self.monitor]) if plateau else self.scheduler.step()
             if self.progress: tqdm.write(_summary(record, self))
             if self.stop_training:
                 self.history.stopped_early = epoch + 1 < self.epochs
@@ -368,28 +485,45 @@ def fit(self: Trainer) -> History:
     except KeyboardInterrupt:  # interrupting the kernel keeps the epochs done so far and still ends the fit
         self.history.stopped_early = True
         tqdm.write(f"interrupted in epoch {self.epoch}; history has {len(self.history)} complete epochs")
+    except NonFiniteLossError as e:  # end the fit as an interrupt would (restore the best, close logs), then raise
+        self.history.stopped_early, e.history = True, self.history
+        self._call('on_fit_end')
+        if self.restored_epoch is not None: e.args = (f"{e.args[0]}. The model holds the weights of the best epoch, "
+                                                      f"{self.restored_epoch}, again (restore_best)",)
+        self._keep_validation_data()
+        raise
     self._call('on_fit_end')
+    self._keep_validation_data()
     return self.history
 
 def _summary(record, trainer) -> str:
     parts = [f"{k}={record[k]:.4g}" for k in ('train_loss', 'valid_loss') if k in record]
     if trainer.monitor not in ('train_loss', 'valid_loss'): parts.append(f"{trainer.monitor}={record[trainer.monitor]:.4g}")
-    return f"epoch {record['epoch']}: " + ' '.join(parts) + (' (best)' if trainer.improved else '')
+    return f"epoch {record['epoch']}: " + ' '.join(parts) + (' (best)' if trainer.improved else '') + (' (diverged)' if trainer.diverged else '')
 
 # %% ../nbs/07_train.ipynb #6a4138ca
 class _BestTracker(Callback):
-    "Decides whether the epoch improved on the best monitored value."
+    "Decides whether the epoch improved on the best monitored value; a NaN value or a diverged epoch never does."
     order = 5
     def on_epoch_end(self, trainer, epoch, record):
         if trainer.monitor not in record:
             raise KeyError(f"monitor '{trainer.monitor}' is not in the epoch's record; it has {sorted(record)}")
         value = float(record[trainer.monitor])
         best = trainer.best_score
-        better = not math.isnan(value) and (best is None or (value < best if trainer.monitor_mode == 'min' else value > best))
+        better = (not math.isnan(value) and not trainer.diverged
+                  and (best is None or (value < best if trainer.monitor_mode == 'min' else value > best)))
         trainer.improved = better
         if better:
             trainer.best_epoch, trainer.best_score = epoch, value
             trainer.history.best_epoch, trainer.history.best_score = epoch, value
+
+class _SchedulerStep(Callback):
+    "Step an epoch-wise scheduler once the best epoch is decided (`ReduceLROnPlateau` with the monitored value)."
+    order = 6
+    def on_epoch_end(self, trainer, epoch, record):
+        if trainer.scheduler is None or trainer.scheduler_interval != 'epoch': return
+        if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau): trainer.scheduler.step(record[trainer.monitor])
+        else: trainer.scheduler.step()
 
 class EarlyStopping(Callback):
     "Stop training once `patience` epochs in a row have not improved on the best monitored value."
@@ -401,46 +535,92 @@ class EarlyStopping(Callback):
         since_best = epoch - (-1 if trainer.best_epoch is None else trainer.best_epoch)
         if since_best >= self.patience: trainer.stop_training = True
 
-def thresholds_path(path: str | os.PathLike) -> Path:
-    "Where `Checkpoint` writes the decoder thresholds of the checkpoint `path`: `<path>.thresholds.json`."
-    return Path(f'{os.fspath(path)}.thresholds.json')
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike,
-                    flow: TaskFlow | None = None,  # whose decoders get the saved thresholds; default `model.flow`, if any
-                    map_location='cpu') -> dict:
-    "Load a `Checkpoint` file's weights into `model` and its thresholds into `flow`'s decoders; returns the checkpoint dict."
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    json_path = thresholds_path(path)
-    if json_path.exists(): ckpt['thresholds'] = load_thresholds(json_path)  # a file saved over it wins
-    flow = find_flow(model, flow, required=False)
-    checked = _checked_thresholds(flow, ckpt.get('thresholds') or {}, strict=True) if flow is not None else {}
-    model.load_state_dict(ckpt['state_dict'])
-    if checked: set_decoder_thresholds(flow, checked)
-    return ckpt
-
-def _replace_atomically(path, write: Callable):
-    "`write(tmp)` then rename `tmp` to `path`, so a crash never leaves half a file."
-    tmp = f'{os.fspath(path)}.tmp'
-    write(tmp)
-    os.replace(tmp, path)
-
 class Checkpoint(Callback):
-    "Keep the best epoch's weights and thresholds (in `path`, or in memory), and load them back at the end if `restore_best`."
+    "Save the best epoch (to `path`, or in memory) and every epoch to `last_path`; load the best back at the end if `restore_best`."
     order = 10
-    def __init__(self, path: str | os.PathLike | None = None, restore_best: bool = False):
-        self.path, self.restore_best, self.state, self.thresholds = path, restore_best, None, None
+    def __init__(self, path: str | os.PathLike | None = None, restore_best: bool = False,
+                 last_path: str | os.PathLike | None = None):  # every epoch goes here, to resume from
+        self.path, self.restore_best, self.last_path, self.state, self.thresholds = path, restore_best, last_path, None, None
     def on_epoch_end(self, trainer, epoch, record):
+        if self.last_path is not None and not trainer.diverged:  # a diverged epoch never replaces the last good one
+            trainer.save_checkpoint(self.last_path, epoch)
         if not trainer.improved: return
-        state = {k: v.detach().to('cpu', copy=True) for k, v in trainer.model.state_dict().items()}
-        thresholds = decoder_thresholds(trainer.flow)
-        if self.path is None: self.state, self.thresholds = state, thresholds; return
-        ckpt = dict(state_dict=state, epoch=epoch, monitor=trainer.monitor, score=trainer.best_score, thresholds=thresholds)
-        _replace_atomically(self.path, lambda tmp: torch.save(ckpt, tmp))
-        _replace_atomically(thresholds_path(self.path), lambda tmp: save_thresholds(tmp, thresholds))
+        if self.path is None:
+            self.state = {k: v.detach().to('cpu', copy=True) for k, v in trainer.model.state_dict().items()}
+            self.thresholds = decoder_thresholds(trainer.flow)
+        else: trainer.save_checkpoint(self.path, epoch)
     def on_fit_end(self, trainer):
         if not self.restore_best or trainer.best_epoch is None: return
-        if self.path is None:
+        if self.path is not None: load_checkpoint(trainer.model, self.path, flow=trainer.flow)
+        elif self.state is None:  # resumed past the best epoch, whose weights were only ever in the first run's memory
+            warnings.warn(f"restore_best: the best epoch ({trainer.best_epoch}) was before the resumed checkpoint and "
+                          f"its weights were kept in memory only; pass checkpoint_path= to keep them on disk")
+            return
+        else:
             trainer.model.load_state_dict(self.state)
             set_decoder_thresholds(trainer.flow, self.thresholds)
-        else: load_checkpoint(trainer.model, self.path, flow=trainer.flow, map_location=trainer.device)
         trainer.restored_epoch = trainer.best_epoch
+
+# %% ../nbs/07_train.ipynb #3b1a0418
+def _loaders(trainer) -> list:
+    return [trainer.train_loader] + ([trainer.valid_loader] if trainer.valid_loader is not None else [])
+
+@patch
+def save_checkpoint(self: Trainer, path: str | os.PathLike,
+                    epoch: int | None = None) -> Path:  # the last complete epoch (default: the history's last)
+    "Write the model, its flow and everything `fit(resume_from=path)` needs to go on after `epoch`."
+    epoch = len(self.history) - 1 if epoch is None else epoch
+    record = next((r for r in self.history.records if r['epoch'] == epoch), {})
+    training = {'optimizer': self.optimizer.state_dict(),
+                'scheduler': None if self.scheduler is None else self.scheduler.state_dict(),
+                'scaler': self.scaler.state_dict(), 'global_step': self.global_step,
+                'optimizer_steps': self.optimizer_steps, 'rng': rng_state(_loaders(self))}
+    info = {'epoch': epoch, 'monitor': self.monitor, 'score': record.get(self.monitor), 'epochs': self.epochs,
+            'best_epoch': self.best_epoch, 'best_score': self.best_score, 'history': self.history.records}
+    return save_checkpoint(path, self.model, self.flow, training=training, info=info)
+
+@patch
+def _resume(self: Trainer, path) -> int:
+    "Load a checkpoint's weights and training state; returns the epoch to start with."
+    ckpt = read_checkpoint(path, 'cpu')  # random states must stay CPU tensors; weights and optimizer state move on load
+    training = ckpt.get('training')
+    if training is None:
+        raise CheckpointError(f"{path} holds weights but no training state to resume from; load it with "
+                              f"load_checkpoint(model, path) and start a new fit (Trainer.save_checkpoint and "
+                              f"last_checkpoint_path= write checkpoints that resume)")
+    if (self.scheduler is None) != (training['scheduler'] is None):
+        has = lambda s: 'a scheduler' if s is not None else 'no scheduler'
+        raise CheckpointError(f"{path} was saved by a run with {has(training['scheduler'])}; this trainer has "
+                              f"{has(self.scheduler)}: build it as the run that was saved")
+    _apply_checkpoint(self.model, ckpt, self.flow)
+    try: self.optimizer.load_state_dict(training['optimizer'])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: its optimizer state doesn't fit this optimizer ({e}); build the optimizer "
+                              f"(and its parameter groups) as in the run that was saved") from e
+    if self.scheduler is not None: self.scheduler.load_state_dict(training['scheduler'])
+    if training['scaler']: self.scaler.load_state_dict(training['scaler'])
+    self.global_step, self.optimizer_steps = training['global_step'], training['optimizer_steps']
+    set_rng_state(training['rng'], _loaders(self))
+    self.history.records = [{k: float('nan') if v is None else v for k, v in r.items()} for r in ckpt['history']]
+    self.best_epoch, self.best_score = ckpt['best_epoch'], ckpt['best_score']
+    self.history.best_epoch, self.history.best_score = self.best_epoch, self.best_score
+    if ckpt['epoch'] + 1 >= self.epochs:
+        warnings.warn(f"{path} is at epoch {ckpt['epoch']}, the last of epochs={self.epochs}: nothing left to train")
+    return ckpt['epoch'] + 1
+
+# %% ../nbs/07_train.ipynb #38e40805
+@dataclass
+class ValidationData:
+    "Where `Trainer.fit` left a flow's validation data: `FlowDecoder.tune()` without arguments predicts it with `model`."
+    model: nn.Module
+    loader: Iterable
+    device: torch.device
+    description: str  # in words, for `TuningResults.source`
+
+@patch
+def _keep_validation_data(self: Trainer):
+    if self.valid_loader is None: return
+    weights = (f"the restored best epoch {self.restored_epoch}" if self.restored_epoch is not None
+               else f"the weights of its last epoch, {self.epoch}")
+    self.flow.validation_data = ValidationData(self.model, self.valid_loader, self.device,
+                                               f"the valid_loader of the last Trainer.fit, predicted with {weights}")

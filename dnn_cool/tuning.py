@@ -367,7 +367,8 @@ def save_thresholds(path,  # a .json file to write
 
 def load_thresholds(path) -> dict:
     "Load thresholds saved by `save_thresholds`."
-    doc = json.loads(Path(path).read_text())
+    try: doc = json.loads(Path(path).read_text())
+    except ValueError as e: raise ValueError(f"{path} is not valid JSON ({e}): a thresholds file from save_thresholds is plain JSON") from e
     if not isinstance(doc, dict) or doc.get('format') != THRESHOLDS_FORMAT: raise ValueError(f"{path} is not a dnn_cool thresholds file (no format {THRESHOLDS_FORMAT!r})")
     if doc.get('version') != THRESHOLDS_VERSION: raise ValueError(f"{path} has thresholds format version {doc.get('version')!r}; this dnn_cool reads version {THRESHOLDS_VERSION}")
     return _check_thresholds(doc.get('thresholds'), f'in {path}')

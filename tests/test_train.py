@@ -497,3 +497,27 @@ def test_restore_best_in_memory_restores_thresholds():
                 epochs=3, callbacks=[Scripted()], restore_best=True, progress=False)
     t.fit()
     assert (t.restored_epoch, task_threshold(flow.graph['a'].task)) == (1, 0.4)
+
+
+class PoisonSize(Callback):
+    "Turns a weight of task `size`'s head into NaN after step `at`, as a diverging head would."
+    def __init__(self, at): self.at = at
+    def on_batch_end(self, trainer, step, outputs, targets, bd):
+        if step == self.at:
+            with torch.no_grad(): trainer.model.head('size').weight[0, 0] = float('nan')
+
+
+def test_nonfinite_loss_raises_at_the_next_log_point():
+    "With progress bars updating every batch, the error comes at the first bad step, not at the end of the epoch."
+    from dnn_cool.train import NonFiniteLossError
+    t = make_trainer(epochs=2, batch_size=64, progress=True, log_every=1, callbacks=[PoisonSize(3)])
+    with pytest.raises(NonFiniteLossError, match=r"task 'size' is not finite \(NaN or inf\), first at step 4 \(batch 4"):
+        t.fit()
+    assert t.global_step == 4  # of 8 batches in the epoch
+
+
+def test_nonfinite_losses_under_a_grad_scaler_are_skipped_steps_not_divergence():
+    "A float16 GradScaler skips steps whose loss overflows: they are counted, left out of the epoch loss, not an error."
+    t, _ = _scheduled_regression_run(8, {1, 2, 5}, torch.amp.GradScaler('cpu', init_scale=1.0))
+    rec = t.history.records[0]
+    assert rec['train/skipped_batches'] == 3 and np.isfinite(rec['train_loss'])
