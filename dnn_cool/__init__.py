@@ -33,6 +33,8 @@ from .tensorboard import TensorBoardLogger
 # the notebook views: importing them attaches the displays (a flow draws itself, ...)
 from .views.flow import FlowView, ProjectView, layout_flow
 from .views.evaluation import EvaluationView, evaluation_details, evaluation_summary
+from .views.explanations import ExplanationExplorer
+from .views.interpret import BestWorstView
 
 # `from dnn_cool import *` (common in notebooks) brings every class and function above, and no submodule
 __all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and callable(v))

@@ -33,6 +33,8 @@ class ExplanationNode:
     children: list = field(default_factory=list)  # of `ExplanationNode`
     hidden: bool = False  # precondition false by the decoded predictions (kept only with `show_hidden=True`)
     sample: int | None = None  # root only: the sample's id (its dataset index when known)
+    target: np.ndarray | None = None  # tasks: this sample's label as encoded; None when not given or missing
+    truth: str | list | np.ndarray | None = None  # `target` readable like `display` (class / label names, a bool)
 
     def walk(self):
         "This node and all its descendants, depth first in definition order."
@@ -76,6 +78,13 @@ def _display(task, decoded: np.ndarray) -> str | list | None:
         return names[int(decoded)] if decoded.ndim == 0 else [names[j] for j in decoded.tolist()]
     return None
 
+def _truth(task, target: np.ndarray, decoded: np.ndarray):
+    "A label (one sample, as encoded) read like the decoded value: a class name, the labels that are on, a bool."
+    value = target > 0.5 if decoded.dtype == np.bool_ and target.dtype != np.bool_ else target  # 0/1 floats -> bools
+    if np.issubdtype(decoded.dtype, np.integer) and np.issubdtype(value.dtype, np.floating): value = value.astype(np.int64)
+    shown = _display(task, value)
+    return shown if shown is not None else value
+
 def _numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # numpy has no bfloat16
@@ -87,7 +96,8 @@ def explain(flow: TaskFlow,
             outputs: Mapping,  # one batch's outputs of the flow's module in eval mode
             i: int,  # the sample's position in the batch
             sample_id: int | None = None,  # shown in the header (default `i`; `explain_batch` passes the dataset index)
-            show_hidden: bool = False) -> ExplanationNode:  # keep branches cut by the decoded preconditions, marked
+            show_hidden: bool = False,  # keep branches cut by the decoded preconditions, marked
+            targets: Mapping | None = None) -> ExplanationNode:  # the batch's labels `{path: (bs, ...)}`: each task gets its `target`
     "The explanation tree of sample `i` of a batch's `outputs`."
     graph = flow.graph
     visible = {p: m.detach().cpu() for p, m in _visibility(flow, outputs).items()}  # one transfer per path
@@ -105,9 +115,12 @@ def explain(flow: TaskFlow,
     for node in graph.nodes:
         p = node.path
         values = {k: _numpy(outputs[k][p][i]) for k in ('decoded', 'activated', 'logits')}
+        target = None if targets is None or p not in targets else targets[p][i:i + 1]  # (1, ...): `available` wants a batch
+        if target is not None: target = _numpy(target[0]) if bool(node.task.available(target)[0]) else None
         flow_node(_parent(p)).children.append(ExplanationNode(
             p.rpartition('.')[2], p, 'task', **values, display=_display(node.task, values['decoded']),
-            hidden=not bool(visible[p][i])))
+            hidden=not bool(visible[p][i]), target=target,
+            truth=None if target is None else _truth(node.task, target, values['decoded'])))
     if not show_hidden: _prune(root)
     return root
 
@@ -170,9 +183,15 @@ def _to_dict(self: ExplanationNode) -> dict:
         d.update({k: None if getattr(self, k) is None else np.asarray(getattr(self, k)).tolist()
                   for k in ('decoded', 'activated', 'logits')})
         d['display'] = self.display
+        if self.target is not None: d['target'], d['truth'] = self.target.tolist(), _plain(self.truth)
     d['children'] = [c.to_dict() for c in self.children]
     return d
 ExplanationNode.to_dict = _to_dict
+
+def _plain(v):
+    "numpy values inside `v` as Python ones."
+    if isinstance(v, list): return [_plain(a) for a in v]
+    return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
 
 # %% ../nbs/10_explanations.ipynb #67afbada
 _UL = '<ul style="list-style:none;margin:0;padding-left:1.4em;border-left:1px solid #ccc">'
@@ -200,9 +219,9 @@ def explain_batch(model: torch.nn.Module,  # the flow's module (or one returning
                   flow: TaskFlow | None = None,  # default `model.flow`
                   indices: Sequence[int] | None = None,  # positions in the batch (default all)
                   show_hidden: bool = False) -> Explanations:
-    "Explanation trees of the samples `indices` of `batch`."
+    "Explanation trees of the samples `indices` of `batch`; an `(x, y)` batch also gives each task its label."
     flow = find_flow(model, as_flow(flow, 'explain_batch') if flow is not None else None)
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
     with evaluating(model): outputs = model(to_device(x, model_device(model)))
     ids = x.get('_index')
     ids = None if ids is None else torch.as_tensor(ids).reshape(-1).tolist()
@@ -213,7 +232,7 @@ def explain_batch(model: torch.nn.Module,  # the flow's module (or one returning
         known = '' if ids is None else f" (dataset indices {ids[:5]}{' ...' if bs > 5 else ''})"
         raise IndexError(f"explain_batch: indices {outside} are outside the batch of {bs} samples{known}; indices are "
                          f"positions in the batch, 0..{bs - 1}: pick the samples with dataset[[...]] first")
-    return Explanations(explain(flow, outputs, i, None if ids is None else ids[i], show_hidden) for i in indices)
+    return Explanations(explain(flow, outputs, i, None if ids is None else ids[i], show_hidden, y) for i in indices)
 
 class Explanations(list):
     "The explanation trees of several samples (a list), rendered one after the other."

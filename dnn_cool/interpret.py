@@ -11,8 +11,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Subset
 
 from .core import evaluating, model_device, to_device
+from .data import FlowDataset
+from .evaluation import Predictions, collect_predictions
 from .module import find_flow
 from .flow import TaskFlow
 from .losses import FlowLoss
@@ -58,6 +61,25 @@ class Interpretation(dict):
         if not frames: return pd.DataFrame(columns=['task_path', 'kind', 'rank', 'index', 'loss'])
         return pd.concat(frames, ignore_index=True)
 
+# %% ../nbs/10a_interpret.ipynb #a8b7981c
+Interpretation.flow = None  # the flow ranked (TaskFlow)
+Interpretation.dataset = None  # where the ranked samples' inputs and labels are read (FlowDataset), if known
+Interpretation.predictions = None  # `Predictions` of the ranked samples (their dataset indices in `.index`), if known
+
+def _flow_dataset(loader) -> FlowDataset | None:
+    "The `FlowDataset` a loader reads (through `Subset`s, whose items keep the underlying `_index`), or None."
+    dataset = getattr(loader, 'dataset', None)
+    while isinstance(dataset, Subset): dataset = dataset.dataset
+    return dataset if isinstance(dataset, FlowDataset) else None
+
+def _ranked_predictions(model, result: Interpretation, batch_size: int = 256) -> Predictions | None:
+    "The outputs and labels of every sample `result` ranks, from one more pass over those samples alone."
+    ranked = [np.r_[bw.best_indices, bw.worst_indices] for bw in result.values()]
+    indices = np.unique(np.concatenate(ranked)).astype(np.int64) if ranked else np.zeros(0, np.int64)
+    if result.dataset is None or len(indices) == 0: return None
+    batches = (result.dataset[torch.from_numpy(indices[s:s + batch_size])] for s in range(0, len(indices), batch_size))
+    return collect_predictions(model, batches, flow=result.flow)
+
 # %% ../nbs/10a_interpret.ipynb #21d5d22d
 def _check_batch(batch, graph):
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], dict)):
@@ -73,7 +95,8 @@ def best_worst_inputs(model: torch.nn.Module,  # the flow's module (or one retur
                       loader: Iterable,  # batches `(x, y)`, any sampler order
                       flow: TaskFlow | None = None,  # default `model.flow`
                       n: int = 5,  # samples kept at each end, per task
-                      criterion: FlowLoss | None = None) -> Interpretation:  # default `flow.get_loss()`
+                      criterion: FlowLoss | None = None,  # default `flow.get_loss()`
+                      dataset: FlowDataset | None = None) -> Interpretation:  # the loader's samples, by index (default: its own)
     "Per task, the `n` counted samples with the lowest and the highest loss, as dataset indices."
     flow = find_flow(model, flow)
     graph = flow.graph
@@ -103,4 +126,6 @@ def best_worst_inputs(model: torch.nn.Module,  # the flow's module (or one retur
         b, w = best[p], worst[p]
         take = lambda t: (t[:k].cpu().numpy() if t is not None else np.zeros(0))
         out[p] = BestWorst(p, take(b.ids).astype(np.int64), take(b.values), take(w.ids).astype(np.int64), take(w.values), count)
+    out.flow, out.dataset = flow, dataset if dataset is not None else _flow_dataset(loader)
+    out.predictions = _ranked_predictions(model, out)
     return out
