@@ -282,14 +282,20 @@ def _rescale_grads(optimizer: torch.optim.Optimizer, factor: float):
 def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 
 # %% ../nbs/07_train.ipynb #a0b92bae
+@patch(as_prop=True)
+def show_bars(self: Trainer) -> bool:
+    "Show tqdm bars: with `progress`, unless a callback shows the progress itself (`shows_progress`, as the live plot does)."
+    return self.progress and not any(getattr(cb, 'shows_progress', False) for cb in self.callbacks)
+
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
     model, k = self.model, self.grad_accum_steps
     model.train()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow) if self.train_metrics else None
+    self.train_loss_sums = loss_sums  # the running epoch's on-device sums, for callbacks that read them at their own pace
     n_batches = len(self.train_loader) if hasattr(self.train_loader, '__len__') else None
-    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.progress)
+    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.show_bars)
     i = -1
     for i, (x, y) in enumerate(bar):
         if i % k == 0:
@@ -304,7 +310,7 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
         loss_sums.update(bd, loss, _batch_size(y))
         if metrics is not None: metrics.update(outputs, y)
         self.global_step += 1
-        if self.progress and (i + 1) % self.log_every == 0: bar.set_postfix(loss=f'{loss.item():.4g}')
+        if self.show_bars and (i + 1) % self.log_every == 0: bar.set_postfix(loss=f'{loss.item():.4g}')
         self._call('on_batch_end', self.global_step, outputs, y, bd)
     m = (i + 1) % k  # batches in a last, short group
     if n_batches is None and m != 0:  # a loader without len: its last group was divided by k, not by m
@@ -320,7 +326,7 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     loader = self.valid_loader if loader is None else loader
     self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
-    for x, y in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
+    for x, y in tqdm(loader, desc=prefix, leave=False, disable=not self.show_bars):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
             outputs = self.model(x)
