@@ -15,7 +15,8 @@ from .core import esc
 
 # %% auto #0
 __all__ = ['FONT', 'PALETTE', 'TEXT', 'MUTED', 'GRID', 'AXIS', 'nice_ticks', 'format_ticks', 'format_value', 'downsample',
-           'Series', 'Rule', 'text_width', 'legend', 'line_chart', 'grid_positions', 'place', 'small_multiples']
+           'Series', 'Rule', 'text_width', 'svg_text', 'fit_text', 'legend', 'line_chart', 'grid_positions', 'place',
+           'small_multiples']
 
 # %% ../../nbs/20c_views.charts.ipynb #8536cbed
 _MANTISSAS = (1.0, 2.0, 2.5, 5.0)
@@ -120,6 +121,7 @@ class Series:
     opacity: float = 1.0
     markers: bool = False  # a dot (with a tooltip) per point: for short series such as epochs
     legend: bool = True  # listed in the chart's legend
+    tips: Sequence[str] | None = None  # one tooltip per point for the markers (default: label, y and x)
 
 @dataclass
 class Rule:
@@ -135,10 +137,19 @@ def text_width(s: str, size: float = 10) -> float:
     "Rough width in px of `s` at font size `size` (average glyph 0.6 em): enough to keep labels clear of each other."
     return len(str(s)) * size * 0.6
 
-def _text(x, y, s, size=10, fill=TEXT, anchor='start', weight=None, extra='') -> str:
+def svg_text(x: float, y: float, s, size: float = 10, fill: str = TEXT, anchor: str = 'start', weight: str | None = None,
+             extra: str = '', tip: str | None = None) -> str:
+    "A `<text>` at `(x, y)` (baseline) with `s` escaped, and `tip` as its tooltip."
     w = f' font-weight="{weight}"' if weight else ''
+    t = f'<title>{esc(tip)}</title>' if tip else ''
     return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{fill}" text-anchor="{anchor}"{w}{extra}>'
-            f'{esc(s)}</text>')
+            f'{esc(s)}{t}</text>')
+
+def fit_text(s: str, max_width: float, size: float = 10) -> str:
+    "`s`, cut with an ellipsis if it would be wider than `max_width` px at font size `size`."
+    s = str(s)
+    if text_width(s, size) <= max_width: return s
+    return s[:max(1, int(max_width / (size * 0.6)) - 1)] + '…'
 
 def _dash(dash) -> str: return f' stroke-dasharray="{esc(dash)}"' if dash else ''
 
@@ -175,7 +186,7 @@ def legend(items: Sequence[Series | Rule], x: float = 0, y: float = 0,
         mid = cy + row / 2
         parts.append(f'<line x1="{cx:.1f}" y1="{mid:.1f}" x2="{cx + 18:.1f}" y2="{mid:.1f}" stroke="{esc(it.color)}" '
                      f'stroke-width="{max(it.width, 1.5):g}"{_dash(it.dash)} stroke-opacity="{getattr(it, "opacity", 1):g}"/>')
-        parts.append(_text(cx + 22, mid + size * 0.35, it.label, size, MUTED))
+        parts.append(svg_text(cx + 22, mid + size * 0.35, it.label, size, MUTED))
         cx += w
     return ''.join(parts), (cy - y + row if parts else 0)
 
@@ -183,6 +194,7 @@ def legend(items: Sequence[Series | Rule], x: float = 0, y: float = 0,
 def line_chart(series: Sequence[Series], *,
                width: float = 320, height: float = 200,  # px, the whole chart
                title: str | None = None,
+               title_size: float = 12,  # below 12 the title is a lighter caption
                x_label: str | None = None, y_label: str | None = None,
                x_range: tuple[float, float] | None = None,  # default: the data's, extended to nice ticks
                y_range: tuple[float, float] | None = None,
@@ -202,7 +214,7 @@ def line_chart(series: Sequence[Series], *,
     y0, y1, yt = _axis(y_range, [ys for _, ys in data] + [np.array([r.y for r in rules if r.y is not None], float)], y_ticks)
     xl, yl = format_ticks(xt), format_ticks(yt)
 
-    top = 6 + (17 if title else 0)
+    top = 6 + (title_size + 5 if title else 0)
     items = [s for s in series if s.legend and s.label]
     leg_svg = ''
     if show_legend and items:
@@ -212,48 +224,54 @@ def line_chart(series: Sequence[Series], *,
     right = 6 + text_width(xl[-1]) / 2
     bottom = 6 + 13 + (14 if x_label else 0)
     pw, ph = max(10.0, width - left - right), max(10.0, height - top - bottom)
-    def sx(v): return left + (np.asarray(v, np.float64) - x0) / (x1 - x0) * pw
-    def sy(v): return top + ph - (np.clip(np.asarray(v, np.float64), y0, y1) - y0) / (y1 - y0) * ph
+    kx, ky = pw / (x1 - x0), ph / (y1 - y0)
+    def sx(v): return left + (np.asarray(v, np.float64) - x0) * kx
+    def sy(v): return top + ph - (np.clip(np.asarray(v, np.float64), y0, y1) - y0) * ky
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" viewBox="0 0 {width:g} {height:g}" '
            f'font-family="{esc(FONT)}">']
     if tooltip: out.append(f'<title>{esc(tooltip)}</title>')
     out.append(f'<rect width="{width:g}" height="{height:g}" fill="#fff"/>')
-    if title: out.append(_text(8, 15, title, 12, TEXT, weight='600'))
+    if title:
+        shown = fit_text(title, width - 12, title_size)
+        out.append(svg_text(8, 3 + title_size, shown, title_size, TEXT if title_size >= 12 else MUTED,
+                            weight='600' if title_size >= 12 else None, tip=title if shown != title else None))
     out.append(leg_svg)
-    for v, l in zip(yt, yl):  # grid and y tick labels
-        py = float(sy(v))
+    for py, l in zip(sy(yt).tolist(), yl):  # grid and y tick labels
         out.append(f'<line x1="{left:.1f}" y1="{py:.1f}" x2="{left + pw:.1f}" y2="{py:.1f}" stroke="{GRID}" stroke-width="1"/>')
-        out.append(_text(left - 5, py + 3.5, l, 10, MUTED, 'end'))
-    for v, l in zip(xt, xl):  # x tick marks and labels
-        px = float(sx(v))
+        out.append(svg_text(left - 5, py + 3.5, l, 10, MUTED, 'end'))
+    for px, l in zip(sx(xt).tolist(), xl):  # x tick marks and labels
         out.append(f'<line x1="{px:.1f}" y1="{top + ph:.1f}" x2="{px:.1f}" y2="{top + ph + 4:.1f}" stroke="{AXIS}" stroke-width="1"/>')
-        out.append(_text(px, top + ph + 15, l, 10, MUTED, 'middle'))
+        out.append(svg_text(px, top + ph + 15, l, 10, MUTED, 'middle'))
     out.append(f'<path d="M{left:.1f},{top:.1f}V{top + ph:.1f}H{left + pw:.1f}" fill="none" stroke="{AXIS}" stroke-width="1"/>')
-    if x_label: out.append(_text(left + pw / 2, height - 5, x_label, 10, MUTED, 'middle'))
+    if x_label: out.append(svg_text(left + pw / 2, height - 5, x_label, 10, MUTED, 'middle'))
     if y_label:
         cy = top + ph / 2
-        out.append(_text(11, cy, y_label, 10, MUTED, 'middle', extra=f' transform="rotate(-90 11 {cy:.1f})"'))
-    if not has_data and empty_text: out.append(_text(left + pw / 2, top + ph / 2 + 4, empty_text, 11, '#999', 'middle'))
+        out.append(svg_text(11, cy, y_label, 10, MUTED, 'middle', extra=f' transform="rotate(-90 11 {cy:.1f})"'))
+    if not has_data and empty_text: out.append(svg_text(left + pw / 2, top + ph / 2 + 4, empty_text, 11, '#999', 'middle'))
 
     for r in rules:
+        tip = f'<title>{esc(r.label)}</title>' if r.label else ''
         if r.x is not None and x0 <= r.x <= x1:
-            px = float(sx(r.x))
+            px = left + (r.x - x0) * kx
             out.append(f'<line x1="{px:.1f}" y1="{top:.1f}" x2="{px:.1f}" y2="{top + ph:.1f}" stroke="{esc(r.color)}" '
-                       f'stroke-width="{r.width:g}"{_dash(r.dash)}><title>{esc(r.label)}</title></line>')
+                       f'stroke-width="{r.width:g}"{_dash(r.dash)}>{tip}</line>')
             if r.label:
                 at_right = px + 3 + text_width(r.label, 9) > left + pw
-                out.append(_text(px - 3 if at_right else px + 3, top + 9, r.label, 9, r.color, 'end' if at_right else 'start'))
+                out.append(svg_text(px - 3 if at_right else px + 3, top + 9, r.label, 9, r.color, 'end' if at_right else 'start'))
         elif r.y is not None and y0 <= r.y <= y1:
-            py = float(sy(r.y))
+            py = top + ph - (r.y - y0) * ky
             out.append(f'<line x1="{left:.1f}" y1="{py:.1f}" x2="{left + pw:.1f}" y2="{py:.1f}" stroke="{esc(r.color)}" '
-                       f'stroke-width="{r.width:g}"{_dash(r.dash)}><title>{esc(r.label)}</title></line>')
-            if r.label: out.append(_text(left + pw - 2, py - 3, r.label, 9, r.color, 'end'))
+                       f'stroke-width="{r.width:g}"{_dash(r.dash)}>{tip}</line>')
+            if r.label: out.append(svg_text(left + pw - 2, py - 3, r.label, 9, r.color, 'end'))
 
     for s, (xs, ys) in zip(series, data):
+        if s.tips is not None and len(s.tips) != len(xs):
+            raise ValueError(f"series {s.label!r}: {len(s.tips)} tips for {len(xs)} points")
+        keep_index = np.arange(len(xs))
         if len(xs) > max_points:
-            keep = downsample(xs, ys, max_points)
-            xs, ys = xs[keep], ys[keep]
+            keep_index = downsample(xs, ys, max_points)
+            xs, ys = xs[keep_index], ys[keep_index]
         ok = np.isfinite(ys) & np.isfinite(xs)
         px, py = sx(xs), sy(ys)
         runs = np.split(np.arange(len(xs)), np.flatnonzero(np.diff(ok.astype(np.int8)) != 0) + 1)
@@ -269,7 +287,8 @@ def line_chart(series: Sequence[Series], *,
         if s.markers:
             xname = x_label or 'x'
             for i in np.flatnonzero(ok).tolist():
-                tip = f'{s.label + ": " if s.label else ""}{format_value(ys[i])} at {xname} {format_value(xs[i])}'
+                tip = s.tips[keep_index[i]] if s.tips is not None else \
+                    f'{s.label + ": " if s.label else ""}{format_value(ys[i])} at {xname} {format_value(xs[i])}'
                 out.append(f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="{max(2.2, s.width + 0.8):g}" fill="{esc(s.color)}" '
                            f'stroke="#fff" stroke-width="0.8"><title>{esc(tip)}</title></circle>')
     out.append('</svg>')
@@ -299,7 +318,7 @@ def small_multiples(sections: Sequence[tuple[str | None, Sequence[str]]],  # (he
     for heading, cells in sections:
         if heading:
             y += 6
-            parts.append(_text(0, y + heading_size, heading, heading_size, TEXT, weight='600'))
+            parts.append(svg_text(0, y + heading_size, heading, heading_size, TEXT, weight='600'))
             parts.append(f'<line x1="0" y1="{y + heading_size + 5:.1f}" x2="{width:.1f}" y2="{y + heading_size + 5:.1f}" stroke="{GRID}" stroke-width="1"/>')
             y += heading_size + 10
         pos = grid_positions(len(cells), columns, cell_width, cell_height, gap, 0, y)
