@@ -132,6 +132,7 @@ class Rule:
     color: str = '#555'
     dash: str | None = '4 3'
     width: float = 1.0
+    label_row: int = 0  # a vertical rule's label sits this many lines below the top (rules close together)
 
 def text_width(s: str, size: float = 10) -> float:
     "Rough width in px of `s` at font size `size` (average glyph 0.6 em): enough to keep labels clear of each other."
@@ -258,7 +259,8 @@ def line_chart(series: Sequence[Series], *,
                        f'stroke-width="{r.width:g}"{_dash(r.dash)}>{tip}</line>')
             if r.label:
                 at_right = px + 3 + text_width(r.label, 9) > left + pw
-                out.append(svg_text(px - 3 if at_right else px + 3, top + 9, r.label, 9, r.color, 'end' if at_right else 'start'))
+                out.append(svg_text(px - 3 if at_right else px + 3, top + 9 + 11 * r.label_row, r.label, 9, r.color,
+                                    'end' if at_right else 'start'))
         elif r.y is not None and y0 <= r.y <= y1:
             py = top + ph - (r.y - y0) * ky
             out.append(f'<line x1="{left:.1f}" y1="{py:.1f}" x2="{left + pw:.1f}" y2="{py:.1f}" stroke="{esc(r.color)}" '
