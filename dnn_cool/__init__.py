@@ -27,6 +27,9 @@ from .decoder import FlowDecoder, tuning_table
 from .explanations import ExplanationNode, explain, explain_batch, render_html, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger
+# the notebook views; importing them turns them on: the live training plot in a notebook, History and tune()'s results as views
+from .views.training import LivePlot
+from .views.thresholds import ThresholdsView
 
 # `from dnn_cool import *` (common in notebooks) brings every class and function above, and no submodule
 __all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and callable(v))
