@@ -210,8 +210,10 @@ def line_chart(series: Sequence[Series], *,
     data = [(np.asarray(s.x, np.float64), np.asarray(s.y, np.float64)) for s in series]
     for s, (xs, ys) in zip(series, data):
         if xs.shape != ys.shape: raise ValueError(f"series {s.label!r}: x has shape {xs.shape} but y has {ys.shape}")
-    has_data = any(np.isfinite(xs[np.isfinite(ys)]).any() for xs, ys in data)
-    x0, x1, xt = _axis(x_range, [xs[np.isfinite(ys)] for xs, ys in data] + [np.array([r.x for r in rules if r.x is not None], float)], x_ticks)
+    drawn_x = [xs[np.isfinite(ys)] for xs, ys in data]
+    has_data = any(np.isfinite(xs).any() for xs in drawn_x)
+    x0, x1, xt = (_axis(x_range, [], x_ticks) if x_range is not None else
+                  _axis(None, drawn_x + [np.array([r.x for r in rules if r.x is not None], float)], x_ticks))
     y0, y1, yt = _axis(y_range, [ys for _, ys in data] + [np.array([r.y for r in rules if r.y is not None], float)], y_ticks)
     xl, yl = format_ticks(xt), format_ticks(yt)
 
@@ -276,7 +278,8 @@ def line_chart(series: Sequence[Series], *,
             xs, ys = xs[keep_index], ys[keep_index]
         ok = np.isfinite(ys) & np.isfinite(xs)
         px, py = sx(xs), sy(ys)
-        runs = np.split(np.arange(len(xs)), np.flatnonzero(np.diff(ok.astype(np.int8)) != 0) + 1)
+        if ok.all(): runs = [np.arange(len(xs))]  # the usual case: one run, no splitting
+        else: runs = np.split(np.arange(len(xs)), np.flatnonzero(np.diff(ok.astype(np.int8)) != 0) + 1)
         attrs = (f'fill="none" stroke="{esc(s.color)}" stroke-width="{s.width:g}"{_dash(s.dash)} '
                  f'stroke-opacity="{s.opacity:g}" stroke-linejoin="round" stroke-linecap="round"')
         label = f'<title>{esc(s.label)}</title>' if s.label else ''

@@ -167,13 +167,18 @@ def _epoch_points(records, key) -> tuple[np.ndarray, np.ndarray, list[str]]:
         tips.append(f"epoch {e} · {key} = {format_value(v)}")
     return np.array(x, np.float64), np.array(y, np.float64), tips
 
-def _curves(records, prefix_key: Callable[[str], str], running_x, running_y, markers) -> list[Series]:
+def _curves(records, prefix_key: Callable[[str], str], running_x, running_y, markers, cache=None) -> list[Series]:
     "The running, train and valid series of one quantity (`prefix_key('train')` is its record key)."
     out = []
     if running_y is not None and len(running_y):
         out.append(Series(running_x, running_y, label='running batch loss', color=RUNNING_COLOR, width=1, legend=False))
     for split, color, dash in (('train', TRAIN_COLOR, None), ('valid', VALID_COLOR, VALID_DASH)):
-        x, y, tips = _epoch_points(records, prefix_key(split))
+        key = prefix_key(split)
+        points = cache.get((key, len(records))) if cache is not None else None
+        if points is None:
+            points = _epoch_points(records, key)
+            if cache is not None: cache[(key, len(records))] = points
+        x, y, tips = points
         if len(x): out.append(Series(x, y, label=split, color=color, dash=dash, markers=markers, tips=tips, width=1.6))
     return out
 
@@ -215,21 +220,24 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
     key += [Rule(label=f"best epoch{' by ' + monitor if monitor else ''}", color=BEST_COLOR, dash='2 3')] if best_epoch is not None else []
     leg, leg_h = legend(key, 0, y + 2, width)
     parts.append(leg); y += leg_h + 8
-    total = line_chart(_curves(records, lambda s: f'{s}_loss', run_x, None if run_x is None else running.total, markers),
+    total = line_chart(_curves(records, lambda s: f'{s}_loss', run_x, None if run_x is None else running.total, markers, cache),
                        width=width, height=150, title='total loss', title_size=11, x_label='epochs trained', x_range=x_range,
                        x_ticks=x_ticks, y_ticks=4, rules=best)
     parts.append(place(total, 0, y)); y += 150 + 4
 
     # a card per task, grouped by flow
     gap = 10
-    columns = max(1, int((width + gap) // (165 + gap)))
+    sizes = {}
+    for path in tasks: sizes[_flow_of(path)] = sizes.get(_flow_of(path), 0) + 1
+    fit = max(1, int((width + gap) // (165 + gap)))  # cards of at least 165 px ...
+    columns = max(1, min(fit, max(max(sizes.values(), default=1), math.ceil(width / 300))))  # ... and at most ~300 px wide
     cell_w = (width - (columns - 1) * gap) / columns
     n_charts = 1 + max([len(m) for m in tasks.values()], default=0)
     cell_h = 20 + n_charts * chart_height
     sections: dict[str, list[str]] = {}
     for path, names in tasks.items():
         run_y = running.tasks.get(path) if running is not None else None
-        charts = [line_chart(_curves(records, lambda s: f'{s}/{path}/loss', run_x, run_y, markers), width=cell_w,
+        charts = [line_chart(_curves(records, lambda s: f'{s}/{path}/loss', run_x, run_y, markers, cache), width=cell_w,
                              height=chart_height, title='loss', title_size=10, x_range=x_range, x_ticks=x_ticks,
                              y_ticks=3, rules=best, empty_text='')]
         for name in names:
@@ -388,7 +396,8 @@ def _draw(self: LivePlot, trainer, status, now, read=False):
     self.frames += 1
     cost = self.clock() - now
     self.seconds += cost
-    self._next = now + cost + max(self.every, cost / self.budget)
+    first = self.frames == 1  # the first frame pays one-time costs (the display's set-up): not a measure of the next ones
+    self._next = now + cost + (self.every if first else max(self.every, cost / self.budget))
 
 # %% ../../nbs/20d_views.training.ipynb #3e377c6c
 def live_plot_factory(trainer: Trainer) -> LivePlot | None:
