@@ -75,7 +75,7 @@ class ThresholdCurves:
                 'f1': float(f1_from_counts(*args))}
 
 # %% ../../nbs/20e_views.thresholds.ipynb #72977d6d
-def threshold_chart(curves: ThresholdCurves, current: float, width: float = 270, height: float = 190) -> str:
+def threshold_chart(curves: ThresholdCurves, current: float, width: float = 250, height: float = 180) -> str:
     "The SVG chart of a panel: the curves, the tuned and current thresholds, the constraints."
     r = curves.result
     series = [Series(x, y, label=name, color=_COLORS.get(name, '#7f7f7f'), dash=None if name in _COLORS else '2 2', width=1.6)
@@ -105,18 +105,20 @@ def counts_html(curves: ThresholdCurves, current: float) -> str:
              f'{esc(format_value(r.score))}{" · constraint " + esc(cons) if cons else ""}</div>')
     return f'<div class="counts">{cm}{at}{n}{tuned}</div>'
 
-def threshold_panel(curves: ThresholdCurves, current: float, title: str) -> str:
+def threshold_panel(curves: ThresholdCurves, current: float, title: str,
+                    framed: bool = True) -> str:  # False: no border of its own (the widget frames it with its slider)
     "One threshold's panel (HTML): `title`, the chart, and the counts at `current`."
     name = title.split(' · ')[0]
     flow = name.rpartition('.')[0]  # a nested task: its flow's path on a line of its own, the task and label below
     where = f'<div class="muted path">{esc(flow)}</div>' if flow else ''
-    return (f'<div class="panel">{where}<div class="name" title="{esc(title)}">{esc(title[len(flow) + 1 if flow else 0:])}</div>'
+    return (f'<div class="panel{"" if framed else " bare"}">{where}<div class="name" title="{esc(title)}">{esc(title[len(flow) + 1 if flow else 0:])}</div>'
             f'{threshold_chart(curves, current)}{counts_html(curves, current)}</div>')
 
 THRESHOLDS_CSS = ('.dnn-cool.thresholds{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;'
                   'font-size:12px;color:#222;line-height:1.35}'
                   '.dnn-cool.thresholds .panels{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0}'
-                  '.dnn-cool.thresholds .panel{width:270px;border:1px solid #e3e3e3;border-radius:4px;padding:6px 8px;background:#fff}'
+                  '.dnn-cool.thresholds .panel{width:250px;border:1px solid #e3e3e3;border-radius:4px;padding:6px 8px;background:#fff}'
+                  '.dnn-cool.thresholds .panel.bare{border:0;padding:2px 8px 0 8px}'
                   '.dnn-cool.thresholds .name{font-weight:600;font-size:13px;overflow-wrap:anywhere;margin-bottom:2px}'
                   '.dnn-cool.thresholds table{border-collapse:collapse;margin:4px 0;background:#fff;font-size:12px;color:#222}'
                   '.dnn-cool.thresholds th,.dnn-cool.thresholds td{padding:1px 7px;text-align:right;font-variant-numeric:tabular-nums;border:0;white-space:nowrap}'
@@ -214,13 +216,13 @@ def header_html(self: ThresholdsView) -> str:
             f'<div class="muted">{" · ".join(bits)}</div>{notes}')
 
 @patch
-def panel_html(self: ThresholdsView, key) -> str:
+def panel_html(self: ThresholdsView, key, framed: bool = True) -> str:
     "The panel of threshold `key` at its current value."
     r = dict(self.entries)[key]
     if key not in self.curves:
         return (f'<div class="panel"><div class="name">{esc(_title(key, r))}</div><div class="muted">tuned '
                 f'{esc(format_value(r.threshold, 6))}; no confusion counts kept, so no curves</div></div>')
-    return threshold_panel(self.curves[key], self.current[key], _title(key, r))
+    return threshold_panel(self.curves[key], self.current[key], _title(key, r), framed)
 
 @patch
 def table_html(self: ThresholdsView) -> str:
@@ -274,23 +276,32 @@ def _slider_step(lo: float, hi: float) -> float:
     "A round step giving about a thousand positions between `lo` and `hi`."
     return 10.0 ** math.floor(math.log10((hi - lo) / 1000))
 
+def _grid_min(lo: float, step: float, anchor: float) -> float:
+    "A slider minimum at most `lo` (and less than a step below it) whose grid of `step`s passes through `anchor`."
+    return anchor - math.ceil((anchor - lo) / step - 1e-9) * step
+
 @patch
 def build(self: ThresholdsView):
     import ipywidgets as W
     self.sliders, self.panels, self.resets, cards = {}, {}, {}, []
     for key, r in self.entries:
-        self.panels[key] = W.HTML(wrap(self.panel_html(key), THRESHOLDS_CSS, 'thresholds'))
+        self.panels[key] = W.HTML(wrap(self.panel_html(key, framed=False), THRESHOLDS_CSS, 'thresholds'))
         if key not in self.curves: cards.append(self.panels[key]); continue
         lo, hi = self.curves[key].x_range
         step = _slider_step(lo, hi)
-        slider = W.FloatSlider(value=min(max(self.current[key], lo), hi), min=lo, max=hi, step=step, description='threshold',
-                               readout_format=f'.{max(0, -int(math.floor(math.log10(step))))}f', continuous_update=True,
-                               layout=W.Layout(width='210px'), style={'description_width': '60px'})
-        reset = W.Button(description='tuned', tooltip='back to the tuned threshold', layout=W.Layout(width='60px'))
+        value = min(max(self.current[key], lo), hi)
+        # the browser's slider snaps its value to min + k * step, and sends the snapped value back: a grid through the
+        # threshold shown keeps displaying it from moving it
+        slider = W.FloatSlider(value=value, min=_grid_min(lo, step, value), max=hi, step=step, description='',
+                               readout_format=f'.{1 + max(0, -int(math.floor(math.log10(step))))}f', continuous_update=True,
+                               layout=W.Layout(flex='1 1 auto', width='auto'), style={'description_width': '0px'},
+                               tooltip='the current threshold: drag, use the arrow keys, or type in the readout')
+        reset = W.Button(description='tuned', tooltip='back to the tuned threshold', layout=W.Layout(width='58px', flex='0 0 auto'))
         self.observe(slider, lambda change, key=key: self._moved(key, change.new), names=['value'])
         reset.on_click(self.guard(lambda _, key=key: self.reset(key)))
         self.sliders[key], self.resets[key] = slider, reset
-        cards.append(W.VBox([self.panels[key], W.HBox([slider, reset])], layout=W.Layout(width='290px')))
+        cards.append(W.VBox([self.panels[key], W.HBox([slider, reset], layout=W.Layout(width='100%', padding='0 6px 0 0'))],
+                            layout=W.Layout(width='268px', border='1px solid #e3e3e3', padding='0 0 4px 0')))
     self.apply_button = W.Button(description='Apply to flow', button_style='primary', icon='check',
                                  disabled=self.flow is None,
                                  tooltip='set these thresholds on the flow\'s decoders' if self.flow is not None else 'no flow in these results')
@@ -300,7 +311,7 @@ def build(self: ThresholdsView):
     self.status_html = W.HTML(self._status_html())
     self.table = W.HTML(wrap(self.table_html(), THRESHOLDS_CSS, 'thresholds'))
     head = W.HTML(wrap(self.header_html(), THRESHOLDS_CSS, 'thresholds'))
-    grid = W.GridBox(cards, layout=W.Layout(grid_template_columns='repeat(auto-fill, 290px)', grid_gap='12px'))
+    grid = W.GridBox(cards, layout=W.Layout(grid_template_columns='repeat(auto-fill, 270px)', grid_gap='12px'))
     return W.VBox([head, W.HBox([self.apply_button, self.reset_button, self.status_html]), grid, self.table, self.errors])
 
 @patch
@@ -311,13 +322,17 @@ def _status_html(self: ThresholdsView) -> str:
 def _moved(self: ThresholdsView, key, value):
     "A slider moved: look up the counts, re-render the panel and the table."
     self.move(key, value)
-    self.panels[key].value = wrap(self.panel_html(key), THRESHOLDS_CSS, 'thresholds')
+    self.panels[key].value = wrap(self.panel_html(key, framed=False), THRESHOLDS_CSS, 'thresholds')
     self.table.value = wrap(self.table_html(), THRESHOLDS_CSS, 'thresholds')
 
 @patch
 def reset(self: ThresholdsView, key):
     "Put threshold `key` back to its tuned value."
-    if key in getattr(self, 'sliders', {}): self.sliders[key].value = self.tuned[key]  # the slider's observer re-renders
+    if key in getattr(self, 'sliders', {}):
+        slider, tuned = self.sliders[key], self.tuned[key]
+        with slider.hold_trait_notifications():  # a grid through the tuned value (see `build`); the observer re-renders
+            slider.min = _grid_min(self.curves[key].x_range[0], slider.step, tuned)
+            slider.value = tuned
     else: self.move(key, self.tuned[key])
 
 @patch
