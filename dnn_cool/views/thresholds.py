@@ -69,7 +69,9 @@ class ThresholdCurves:
 
     def at(self, threshold: float) -> dict:
         "Counts (`tp, fp, fn, tn`) and `precision, recall, f1` at `threshold` (positive: `score >= threshold`), exactly."
-        k = {n: _count(v) for n, v in self.result.counts_at(self.snap(threshold)).items()}
+        # the threshold in the scores' dtype: a float64 one would make numpy cast all k scores for each search
+        t = np.asarray(self.snap(threshold), dtype=self.result.confusion.thresholds.dtype)
+        k = {n: _count(v) for n, v in self.result.counts_at(t).items()}
         args = (k['tp'], k['fp'], k['fn'], k['tn'])
         return {**k, 'precision': float(precision_from_counts(*args)), 'recall': float(recall_from_counts(*args)),
                 'f1': float(f1_from_counts(*args))}
