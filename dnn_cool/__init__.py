@@ -35,6 +35,8 @@ from .views.flow import FlowView, ProjectView, layout_flow
 from .views.evaluation import EvaluationView, evaluation_details, evaluation_summary
 from .views.explanations import ExplanationExplorer
 from .views.interpret import BestWorstView
+from .views.training import LivePlot
+from .views.thresholds import ThresholdsView
 
 # `from dnn_cool import *` (common in notebooks) brings every class and function above, and no submodule
 __all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and callable(v))

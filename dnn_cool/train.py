@@ -344,6 +344,11 @@ def _rescale_grads(optimizer: torch.optim.Optimizer, factor: float):
 def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 
 # %% ../nbs/07_train.ipynb #a0b92bae
+@patch(as_prop=True)
+def show_bars(self: Trainer) -> bool:
+    "Show tqdm bars: with `progress`, unless a callback shows the progress itself (`shows_progress`, as the live plot does)."
+    return self.progress and not any(getattr(cb, 'shows_progress', False) for cb in self.callbacks)
+
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
@@ -352,8 +357,9 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     loss_sums = EpochLoss(skip_nonfinite=self.scaler.is_enabled())  # a float16 scaler skips overflowing steps itself
     metrics = FlowMetrics(self.flow) if self.train_metrics else None
     self._epoch_first_step = self.global_step + 1
+    self.train_loss_sums = loss_sums  # the running epoch's on-device sums, for callbacks that read them at their own pace
     n_batches = len(self.train_loader) if hasattr(self.train_loader, '__len__') else None
-    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.progress)
+    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.show_bars)
     i = -1
     for i, (x, y) in enumerate(bar):
         if i % k == 0:
@@ -370,7 +376,7 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
         if metrics is not None: metrics.update(outputs, y)
         if self.progress and (i + 1) % self.log_every == 0:  # a log point: one read of the loss and the flags together
             value, bad = torch.stack([loss.detach().float(), loss_sums.any_nonfinite().float()]).tolist()
-            bar.set_postfix(loss=f'{value:.4g}')
+            if self.show_bars: bar.set_postfix(loss=f'{value:.4g}')
             if bad and self.on_nonfinite == 'raise': self._check_finite('train', loss_sums)
         self._call('on_batch_end', self.global_step, outputs, y, bd)
     if i < 0:
@@ -390,7 +396,7 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     loader = self.valid_loader if loader is None else loader
     self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
-    for j, (x, y) in enumerate(tqdm(loader, desc=prefix, leave=False, disable=not self.progress)):
+    for j, (x, y) in enumerate(tqdm(loader, desc=prefix, leave=False, disable=not self.show_bars)):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
             outputs = self.model(x)
