@@ -11,31 +11,59 @@ from typing import Callable, Mapping
 import torch
 
 from .flow import FlowGraph, TaskFlow
+from .fusion import TaskGroup, fusion_groups
+from .tasks import PerDevice
 
 # %% auto #0
 __all__ = ['LossBreakdown', 'FlowLoss', 'get_loss']
 
 # %% ../nbs/05_losses.ipynb #818e540b
-@dataclass
 class LossBreakdown:
     "Everything one loss evaluation knows, per task path; tensors stay on device."
-    total: torch.Tensor  # scalar
-    per_task: dict  # path -> scalar masked mean
-    counts: dict  # path -> scalar (float) number of samples counted
-    per_sample: dict  # path -> (bs,) loss, 0 where masked out
-    mask: dict  # path -> (bs,) bool, the samples counted
+    def __init__(self, total: torch.Tensor,  # scalar: what `FlowLoss` returns
+                 parts: list,  # `(paths, mean (n,), count (n,), per_sample (bs, n), mask (bs, n))` per group, column j = paths[j]
+                 paths: list[str]):  # the flow's task paths, in flow order
+        self.total, self.parts, self.paths, self._dicts = total, parts, list(paths), None
+
+    def _by_path(self) -> tuple[dict, dict, dict, dict]:
+        "The per-task dicts, built on first read (a training step that only needs `total` never pays for them)."
+        if self._dicts is None:
+            rows = {}
+            for paths, mean, count, losses, mask in self.parts:
+                rows.update(zip(paths, zip(mean.unbind(0), count.unbind(0), losses.unbind(1), mask.unbind(1))))
+            self._dicts = tuple({p: rows[p][i] for p in self.paths} for i in range(4))
+        return self._dicts
+    @property
+    def per_task(self) -> dict: "path -> scalar masked mean"; return self._by_path()[0]
+    @property
+    def counts(self) -> dict: "path -> scalar (float) number of samples counted"; return self._by_path()[1]
+    @property
+    def per_sample(self) -> dict: "path -> (bs,) loss, 0 where masked out"; return self._by_path()[2]
+    @property
+    def mask(self) -> dict: "path -> (bs,) bool, the samples counted"; return self._by_path()[3]
+
+    def task_sums(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        "`(paths, sums, counts)`: per task, the sum of its per-sample losses and its count, as two `(n_tasks,)` tensors."
+        paths = [p for part in self.parts for p in part[0]]
+        sums = torch.cat([part[3].sum(0) for part in self.parts])
+        return paths, sums, torch.cat([part[2] for part in self.parts])
+
+    def __repr__(self): return f"LossBreakdown(total={self.total!r}, tasks={len(self.paths)})"
 
 class FlowLoss:
     "`criterion(outputs, targets) -> scalar`: the weighted sum of masked per-task means; details in `.last`."
     def __init__(self, flow: TaskFlow | FlowGraph,
                  weights: Mapping[str, float] | None = None,  # task path -> weight (default 1)
-                 overrides: Mapping[str, Callable] | None = None):  # task path -> `(logits, filled_target) -> (bs,)`
+                 overrides: Mapping[str, Callable] | None = None,  # task path -> `(logits, filled_target) -> (bs,)`
+                 fuse: bool = True):  # compute sibling tasks of one kind as one `(bs, n)` loss (same numbers)
         self.graph = flow.graph if isinstance(flow, TaskFlow) else flow
         for name, given in (('weights', weights or {}), ('overrides', overrides or {})):
             unknown = set(given) - set(self.graph.paths)
             if unknown: raise KeyError(f"{name} name unknown tasks {sorted(unknown)}; tasks: {self.graph.paths}")
         self.weights = {p: float((weights or {}).get(p, 1.0)) for p in self.graph.paths}
         self.overrides = dict(overrides or {})
+        self.groups = fusion_groups(self.graph, alone=self.overrides, fuse=fuse)  # a task with an override runs alone
+        self._weight_vectors = {}  # group -> (weights, PerDevice): each group's weights as a tensor, once per device
         self.last: LossBreakdown | None = None
 
     def __call__(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -56,31 +84,60 @@ def _task_losses(node, logits, target, override) -> torch.Tensor:
         raise ValueError(f"task '{node.path}': loss failed for logits {tuple(logits.shape)} and target "
                          f"{tuple(target.shape)} ({target.dtype}): {e}") from e
 
+def _task_terms(self: FlowLoss, node, logits, targets, precondition):
+    "`(mean, count, per_sample, mask)` of one task, shaped as a group of one: `(1,)`, `(1,)`, `(bs, 1)`, `(bs, 1)`."
+    p, target = node.path, targets[node.path]
+    mask = precondition[p] & node.task.available(target)  # (bs,) bool
+    losses = torch.where(mask, _task_losses(node, logits[p], target, self.overrides.get(p)), 0.0).float()  # (bs,)
+    count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
+    return (losses.sum() / count.clamp_min(1))[None], count[None], losses[:, None], mask[:, None]
+
+def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, precondition):
+    "The same for a fused group, each with a last task dim: `(n,)`, `(n,)`, `(bs, n)`, `(bs, n)`; None if shapes don't fit."
+    try:
+        target, lo = group.stack(targets), group.fused_from(outputs, 'logits')  # (bs, n, ...), (bs, n, *out_shape)
+        if target.shape[0] != lo.shape[0]: return None
+        mask = group.stack(precondition) & group.available(target)  # (bs, n)
+        losses = torch.where(mask, group.sample_losses(lo, target), 0.0).float()  # (bs, n)
+    except (RuntimeError, ValueError): return None  # task by task instead, whose error names the task at fault
+    count = mask.sum(0).float()  # (n,)
+    return losses.sum(0) / count.clamp_min(1), count, losses, mask
+
+def _weight_vector(self: FlowLoss, group: TaskGroup, device) -> torch.Tensor:
+    "The group's task weights as an `(n,)` tensor on `device`, copied there once (per weights and device)."
+    values = tuple(self.weights[p] for p in group.paths)
+    cached = self._weight_vectors.get(group)
+    if cached is None or cached[0] != values: self._weight_vectors[group] = cached = (values, PerDevice(values))
+    return cached[1].on(device)
+
 def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:
     "Per-task masked means, counts, per-sample losses and masks."
     logits, precondition = outputs['logits'], outputs.get('precondition')
     if precondition is None:
         raise KeyError(f"flow '{self.graph.name}': the loss needs outputs['precondition'], the ground-truth preconditions: "
                        f"give the module batch['gt'] (FlowDataset batches carry it)")
-    per_task, counts, per_sample, masks = {}, {}, {}, {}
-    total = None
-    for node in self.graph.nodes:
-        p = node.path
+    for p in self.graph.paths:
         if p not in targets: raise KeyError(f"targets lack task '{p}' (use NaN / -1 / -100 for missing labels)")
-        target = targets[p]
-        mask = precondition[p] & node.task.available(target)  # (bs,) bool
-        losses = torch.where(mask, _task_losses(node, logits[p], target, self.overrides.get(p)), 0.0).float()  # (bs,)
-        count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
-        mean = losses.sum() / count.clamp_min(1)
-        per_task[p], counts[p], per_sample[p], masks[p] = mean, count, losses, mask
-        term = self.weights[p] * mean
-        total = term if total is None else total + term
-    return LossBreakdown(total, per_task, counts, per_sample, masks)
+    parts, terms = [], []  # (paths, mean, count, per_sample, mask) per group; the weighted terms of the total
+    for group in self.groups:
+        fused = self._group_terms(group, outputs, targets, precondition) if group.fused else None
+        if fused is None:  # alone, or a fused group whose shapes didn't fit
+            for node in group.nodes:
+                part = self._task_terms(node, logits, targets, precondition)
+                parts.append(((node.path,), *part))
+                terms.append(self.weights[node.path] * part[0][0])
+            continue
+        parts.append((group.paths, *fused))
+        terms.append((self._weight_vector(group, fused[0].device) * fused[0]).sum())
+    total = terms[0]
+    for t in terms[1:]: total = total + t
+    return LossBreakdown(total, parts, self.graph.paths)
 
+FlowLoss._task_terms, FlowLoss._group_terms, FlowLoss._weight_vector = _task_terms, _group_terms, _weight_vector
 FlowLoss.breakdown = _breakdown
 
 # %% ../nbs/05_losses.ipynb #a33c9f3e
-def get_loss(self: TaskFlow, weights=None, overrides=None) -> FlowLoss:
+def get_loss(self: TaskFlow, weights=None, overrides=None, fuse: bool = True) -> FlowLoss:
     "The masked multi-task loss of this flow (see `FlowLoss`)."
-    return FlowLoss(self, weights=weights, overrides=overrides)
+    return FlowLoss(self, weights=weights, overrides=overrides, fuse=fuse)
 TaskFlow.get_loss = get_loss

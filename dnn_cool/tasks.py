@@ -176,6 +176,7 @@ class BinaryClassificationTask(Task):
     def __init__(self, name: str, inputs: int | None = None, module: nn.Module | None = None,
                  threshold: float = 0.5,  # decision threshold, tunable
                  pos_weight: float | None = None):  # weight of positive samples in the loss (class imbalance)
+        self.pos_weight = pos_weight  # read-only after construction: the loss below captured it
         pw = None if pos_weight is None else PerDevice(float(pos_weight))
         def per_sample_loss(logits, target):  # (bs,), (bs,) -> (bs,)
             return F.binary_cross_entropy_with_logits(logits, target, reduction='none',
@@ -211,6 +212,7 @@ class ClassificationTask(Task):
         if labels is not None and len(labels) != num_classes:
             raise ValueError(f"task '{name}': {len(labels)} labels for {num_classes} classes")
         self.num_classes = num_classes
+        self.class_weights, self.label_smoothing = class_weights, label_smoothing  # read-only, as pos_weight
         cw = None if class_weights is None else PerDevice(class_weights)
         def per_sample_loss(logits, target):  # (bs, C), (bs,) -> (bs,)
             return F.cross_entropy(logits, target, reduction='none', label_smoothing=label_smoothing,
@@ -244,7 +246,7 @@ class MultilabelClassificationTask(Task):
                  threshold: float | Sequence[float] = 0.5, pos_weight: Sequence[float] | None = None):
         if num_labels is None and labels is None: raise ValueError(f"task '{name}': give num_labels or labels")
         num_labels = len(labels) if num_labels is None else num_labels
-        self.num_labels = num_labels
+        self.num_labels, self.pos_weight = num_labels, pos_weight
         pw = None if pos_weight is None else PerDevice(pos_weight)
         def per_sample_loss(logits, target):  # (bs, L), (bs, L) with NaN per missing label -> (bs,)
             present = ~torch.isnan(target)
