@@ -63,7 +63,7 @@ class FlowLoss:
         self.weights = {p: float((weights or {}).get(p, 1.0)) for p in self.graph.paths}
         self.overrides = dict(overrides or {})
         self.groups = fusion_groups(self.graph, alone=self.overrides, fuse=fuse)  # a task with an override runs alone
-        self._weight_vectors = {}  # group -> (weights, PerDevice): each group's weights as a tensor, once per device
+        self._weight_vectors = {}  # group paths -> (weights, PerDevice): a group's weights as a tensor, once per device
         self.last: LossBreakdown | None = None
 
     def __call__(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -106,8 +106,8 @@ def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, preconditio
 def _weight_vector(self: FlowLoss, group: TaskGroup, device) -> torch.Tensor:
     "The group's task weights as an `(n,)` tensor on `device`, copied there once (per weights and device)."
     values = tuple(self.weights[p] for p in group.paths)
-    cached = self._weight_vectors.get(group)
-    if cached is None or cached[0] != values: self._weight_vectors[group] = cached = (values, PerDevice(values))
+    cached = self._weight_vectors.get(group.paths)
+    if cached is None or cached[0] != values: self._weight_vectors[group.paths] = cached = (values, PerDevice(values))
     return cached[1].on(device)
 
 def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:

@@ -108,7 +108,7 @@ def _check_features(node, x, head):
 
 @patch
 def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
-    "`({path: logits}, {group: fused logits (bs, n, *out_shape)})`: one matrix product per fused group."
+    "`({path: logits}, {group paths: (fused logits (bs, n, *out_shape), columns)})`: one matrix product per fused group."
     logits, fused = {}, {}
     for group in self.groups:
         x = batch[group.input_key]
@@ -126,7 +126,7 @@ def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
         task_dim = x.ndim - 1  # 1, unless the input has more leading dims (tokens: (bs, T, H))
         columns = y.unbind(task_dim)
         logits.update(zip(group.paths, columns))
-        fused[group] = y.movedim(task_dim, 1), columns  # (bs, n, ...): the layout the loss and metrics use
+        fused[group.paths] = y.movedim(task_dim, 1), columns  # (bs, n, ...): the layout the loss and metrics use
     return {p: logits[p] for p in self.graph.paths}, fused
 
 @patch
@@ -135,7 +135,7 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
     graph = self.graph
     bs, device = _batch_size(batch, graph)
     logits, fused = self._run_heads(batch)
-    out = {'logits': logits, 'fused': {'logits': {g.paths: f for g, f in fused.items()}}}
+    out = {'logits': logits, 'fused': {'logits': fused}}
     gt = batch.get('gt')
     if gt is not None: out['precondition'] = precondition_masks(graph, _gt_values(gt, graph), gt.get('available'), bs, device)
     elif not graph.precondition_paths: out['precondition'] = precondition_masks(graph, {}, None, bs, device)  # all true
@@ -146,8 +146,8 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
         activated, decoded = {}, {}
         for kind in ('activated', 'decoded'): out['fused'][kind] = {}
         for group in self.groups:
-            if group in fused:  # one activation and one decoding for the group
-                act = group.activate(fused[group][0])
+            if group.paths in fused:  # one activation and one decoding for the group
+                act = group.activate(fused[group.paths][0])
                 dec = group.decode(act)
                 for kind, d, f in (('activated', activated, act), ('decoded', decoded, dec)):
                     columns = f.unbind(1)
