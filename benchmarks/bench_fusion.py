@@ -13,8 +13,9 @@ The issue's setting: `n` binary tasks on an MLP backbone (in -> 512 -> 512), 30%
   accumulation and the concatenation run once per task) with none of dnn_cool's masks, stacking or dicts. dnn_cool
   can't be faster than this; `dnn_cool / floor` is what the flow machinery itself costs.
 
-All three compute the same loss on the same weights (checked before timing). Times are medians over rounds that
-alternate between the variants, so a noisy neighbour slows all of them alike.
+All compute the same loss on the same weights (checked before timing). Times are medians over rounds that
+alternate between the variants, so a noisy neighbour slows all of them alike; `--clock cpu` times CPU use
+(`time.process_time`) instead of the wall clock, steadier on a machine shared with other jobs.
 
 usage: python benchmarks/bench_fusion.py [--configs 32x512,32x4096,64x256] [--steps 30] [--rounds 7]
 """
@@ -116,7 +117,7 @@ def copy_weights(ours, hand, loop, floor, n_tasks):
         for i, h in enumerate(loop.heads): h.load_state_dict(ours.flow_module.head(f't{i}').state_dict())
 
 
-def run(n_tasks, bs, in_features, steps, rounds, foreach=None):
+def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_counter):
     torch.manual_seed(0)
     flow = make_flow(n_tasks)
     ours = FlowNet(backbone(in_features), flow.torch(in_features={'features': 512}), input_key='image').train()
@@ -154,9 +155,9 @@ def run(n_tasks, bs, in_features, steps, rounds, foreach=None):
     times = {k: [] for k in variants}
     for _ in range(rounds):
         for k, f in variants.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps): f()
-            times[k].append((time.perf_counter() - start) / steps)
+            times[k].append((clock() - start) / steps)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -168,15 +169,18 @@ def main():
     ap.add_argument('--rounds', type=int, default=7)
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--foreach', action='store_true', help="SGD(foreach=True) for every variant (CUDA's default)")
+    ap.add_argument('--clock', choices=['wall', 'cpu'], default='wall')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {args.threads} thread(s), MLP {args.in_features}->512->512, SGD '
-          f'{"foreach" if args.foreach else "default"}, median of {args.rounds} rounds x {args.steps} steps; times in ms')
+          f'{"foreach" if args.foreach else "default"}, median of {args.rounds} rounds x {args.steps} steps; '
+          f'{args.clock} times in ms')
     print(f"{'tasks':>5} {'batch':>6} {'hand':>9} {'floor':>9} {'dnn_cool':>9} {'loop':>9} "
           f"{'dnn_cool/hand':>14} {'floor/hand':>11} {'dnn_cool/floor':>15} {'loop/hand':>10}")
     for cfg in args.configs.split(','):
         n_tasks, bs = map(int, cfg.split('x'))
-        t = run(n_tasks, bs, args.in_features, args.steps, args.rounds, foreach=True if args.foreach else None)
+        t = run(n_tasks, bs, args.in_features, args.steps, args.rounds, foreach=True if args.foreach else None,
+                clock=time.process_time if args.clock == 'cpu' else time.perf_counter)
         print(f"{n_tasks:>5} {bs:>6} {t['hand'] * 1e3:>9.3f} {t['floor'] * 1e3:>9.3f} {t['ours'] * 1e3:>9.3f} "
               f"{t['loop'] * 1e3:>9.3f} {t['ours'] / t['hand']:>13.3f}x {t['floor'] / t['hand']:>10.3f}x "
               f"{t['ours'] / t['floor']:>14.3f}x {t['loop'] / t['hand']:>9.3f}x", flush=True)

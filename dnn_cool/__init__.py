@@ -15,8 +15,10 @@ from .tasks import (BinaryClassificationTask, BoundedRegressionTask, Classificat
                             ThresholdDecoder, SortingDecoder, RescaleDecoder, IdentityDecoder)
 from .flow import (FlowDefinitionError, FlowGraph, Project, TaskFlow, decoder_thresholds, precondition_masks,
                            set_decoder_thresholds)
+from .fusion import TaskGroup, fusion_groups
 from .module import FlowModule
 from .losses import FlowLoss, LossBreakdown
+from .weighting import UncertaintyWeighting, target_scales
 from .flow_metrics import FlowMetrics
 from .data import FlowDataset, concat_datasets, tasks_from_dataframe
 from .synthetic import make_synthetic, synthetic_project

@@ -26,6 +26,7 @@ from .losses import LossBreakdown
 from .metrics import float_dtype
 from .module import FlowModule, find_flow
 from .tuning import load_thresholds, save_thresholds
+from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.fit_scales)
 
 # %% auto #0
 __all__ = ['FlowNet', 'EpochLoss', 'Callback', 'History', 'Trainer', 'EarlyStopping', 'thresholds_path', 'load_checkpoint',
@@ -331,7 +332,8 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
 
 @patch
 def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None) -> dict:
-    total, per_task, _ = loss_sums.compute(getattr(self.criterion, 'weights', None))
+    weights = self.criterion.effective_weights() if hasattr(self.criterion, 'effective_weights') else getattr(self.criterion, 'weights', None)
+    total, per_task, _ = loss_sums.compute(weights)
     scores = metrics.compute() if metrics is not None else {}
     record = {f'{prefix}_loss': total}
     for p in self.flow.graph.paths:
@@ -339,12 +341,23 @@ def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetri
         for name, value in scores.get(p, {}).items(): record[f'{prefix}/{p}/{name}'] = value
     return record
 
+# %% ../nbs/07_train.ipynb #0de47f61
+@patch
+def _prepare_loss(self: Trainer):
+    "Move a module loss to the device; fit a FlowLoss's target scales on the training data set, once."
+    crit = self.criterion
+    if isinstance(crit, nn.Module): crit.to(self.device)
+    if getattr(crit, 'normalize', False) and not getattr(crit, 'scales_fitted', True):
+        data = getattr(self.train_loader, 'dataset', None)
+        if getattr(data, 'targets', None) is not None: crit.fit_scales(data)
+
 # %% ../nbs/07_train.ipynb #8dc043dc
 @patch
 def fit(self: Trainer) -> History:
     "Train for `epochs` epochs (fewer if a callback stops it); returns the `History`."
     if self.seed is not None: seed_everything(self.seed)
     self.model.to(self.device)
+    self._prepare_loss()
     self.history = History(monitor=self.monitor)
     self.stop_training, self.improved, self.best_epoch, self.best_score, self.epoch = False, False, None, None, 0
     self.restored_epoch = None
