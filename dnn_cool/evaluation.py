@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .flow import TaskFlow
 from .flow_metrics import FlowMetrics
+from .distributed import all_gather_cat, loader_is_sharded
 from .core import evaluating, model_device, to_device
 from .module import find_flow
 
@@ -120,8 +121,13 @@ def collect_predictions(model: nn.Module,  # a FlowModule, or a module containin
         if c != n: raise ValueError(f"{c} of {n} samples came with {'gt' if k == 'precondition' else 'targets'}: "
                                     "every batch must carry them, or none")
     cat = {k: {p: torch.cat(v) for p, v in d.items()} for k, d in parts.items()}
+    index = torch.cat(indices)
+    if loader_is_sharded(loader):  # under DDP each process saw its share: gather all, in dataset order
+        index = all_gather_cat(index)
+        order = index.argsort()
+        index, cat = index[order], {k: {p: all_gather_cat(v)[order] for p, v in d.items()} for k, d in cat.items()}
     return Predictions(**{k: cat.get(k, {}) for k in (*_FIELDS, 'precondition', 'targets', 'available')},
-                       index=torch.cat(indices), flow=_find_flow(model, flow))
+                       index=index, flow=_find_flow(model, flow))
 
 # %% ../nbs/08_evaluation.ipynb #a5f3a86e
 def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowMetrics, TaskFlow]:
@@ -144,6 +150,7 @@ def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowM
                              "build batches with FlowDataset, or use mode='pred'")
         metrics.update(out, y)
     _for_each_batch(source, loader, device, update)
+    if loader_is_sharded(loader): metrics.all_reduce()  # under DDP: every process's share counted
     return metrics, flow
 
 # %% ../nbs/08_evaluation.ipynb #ce442270

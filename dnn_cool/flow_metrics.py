@@ -10,6 +10,7 @@ from typing import Mapping
 import pandas as pd
 import torch
 
+from .distributed import all_reduce_sum_
 from .flow import TaskFlow
 from .fusion import fusion_groups
 
@@ -73,9 +74,8 @@ class FlowMetrics:
         return {p: m.num_samples for p, m in self.metrics.items() if m is not None}
 
     def all_reduce(self):
-        "Sum the statistics over `torch.distributed` processes (a no-op when not distributed)."
-        for m in self.metrics.values():
-            if m is not None: m.all_reduce()
+        "Sum the statistics over `torch.distributed` processes, in one collective (a no-op when not distributed)."
+        all_reduce_sum_([v for m in self.metrics.values() if m is not None for v in m.state.values()])
 
     def to_frame(self) -> pd.DataFrame:
         "The evaluation table: one row per task and metric, columns `task_path, metric_name, metric_res, num_samples`."

@@ -26,7 +26,7 @@ class LossBreakdown:
                  sums: torch.Tensor,  # (n_tasks,) sum of each task's per-sample losses over the samples it counted
                  counts: torch.Tensor,  # (n_tasks,) float: how many samples each task counted (here, on this process)
                  means: torch.Tensor,  # (n_tasks,) each task's masked mean loss (before weights and scales)
-                 parts: list,  # `(paths, per_sample (bs, n), mask (bs, n))` per group: column j is task paths[j]
+                 parts: list,  # `(paths, per_sample (bs, n), mask (bs, n))` per group, column j task paths[j] (may be [])
                  paths: list[str]):  # the flow's task paths, in flow order: the order of the dicts
         self.total, self.order, self.sums, self.count_vector, self.means = total, list(order), sums, counts, means
         self.parts, self.paths, self._dicts = parts, list(paths), None
@@ -38,7 +38,7 @@ class LossBreakdown:
             per_sample, mask = {}, {}
             for paths, losses, m in self.parts:
                 per_sample.update(zip(paths, losses.unbind(1))), mask.update(zip(paths, m.unbind(1)))
-            self._dicts = tuple({p: d[p] for p in self.paths} for d in (means, counts, per_sample, mask))
+            self._dicts = tuple({p: d[p] for p in self.paths if p in d} for d in (means, counts, per_sample, mask))
         return self._dicts
     @property
     def per_task(self) -> dict: "path -> scalar masked mean"; return self._by_path()[0]
@@ -155,14 +155,19 @@ def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:
             ((n.path,), self._task_terms(n, logits, targets, precondition)) for n in group.nodes]
         for paths, (s, c, losses, mask) in terms:
             sums.append(s), counts.append(c), parts.append((paths, losses, mask))
-    sums, counts = torch.cat(sums), torch.cat(counts)  # (n_tasks,) each, in `order`
+    return self.combine(torch.cat(sums), torch.cat(counts), parts)  # (n_tasks,) each, in `order`
+
+def _combine(self: FlowLoss, sums: torch.Tensor,  # (n_tasks,) per-task sums of per-sample losses, in `order`
+             counts: torch.Tensor,  # (n_tasks,) the samples each counted
+             parts: list | None = None) -> LossBreakdown:  # the per-sample tensors, when there are any
+    "The breakdown and total from per-task sums and counts (also used by replicas that reduced their own shares)."
     means = sums / self._denominator(counts)
     weighted = self._multipliers(means.device) * means  # weight x scale x mean, per task
     total = weighted.sum() if self.weighting is None else self.weighting(weighted, self.order)
-    return LossBreakdown(total, self.order, sums, counts, means, parts, self.graph.paths)
+    return LossBreakdown(total, self.order, sums, counts, means, parts or [], self.graph.paths)
 
 FlowLoss._task_terms, FlowLoss._group_terms, FlowLoss._denominator = _task_terms, _group_terms, _denominator
-FlowLoss._multipliers, FlowLoss.breakdown = _multipliers, _breakdown
+FlowLoss._multipliers, FlowLoss.breakdown, FlowLoss.combine = _multipliers, _breakdown, _combine
 
 # %% ../nbs/05_losses.ipynb #a33c9f3e
 def get_loss(self: TaskFlow, weights=None, overrides=None, **kwargs) -> FlowLoss:

@@ -20,11 +20,14 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import seed_everything, to_device
+from .distributed import (all_reduce_sum_, barrier, init_distributed, is_distributed, is_rank_zero,
+                                  loader_is_sharded, set_loader_epoch, shard_loader)
 from .flow import FlowGraph, TaskFlow, decoder_thresholds, set_decoder_thresholds, _checked_thresholds
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
 from .metrics import float_dtype
 from .module import FlowModule, find_flow
+from .parallel import BalancedDataParallel
 from .tuning import load_thresholds, save_thresholds
 from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.fit_scales)
 
@@ -128,11 +131,16 @@ class EpochLoss:
             self.total = loss.detach().to(dt) * batch_size + (0 if self.total is None else self.total)
             self.n = batch_size + (0 if self.n is None else self.n)
             return
-        for p, losses in breakdown.per_sample.items():
-            dt = float_dtype(losses.device)
-            s, c = losses.detach().to(dt).sum(), breakdown.counts[p].detach().to(dt)
+        paths, sums, counts = breakdown.task_sums()  # (n_tasks,) each: two small ops, whatever the number of tasks
+        dt = float_dtype(sums.device)
+        for p, s, c in zip(paths, sums.detach().to(dt).unbind(0), counts.detach().to(dt).unbind(0)):
             self.sums[p] = s if p not in self.sums else self.sums[p] + s
             self.counts[p] = c if p not in self.counts else self.counts[p] + c
+
+    def all_reduce(self) -> None:
+        "Sum the statistics over the processes of a DDP run (no-op in a single process): then they are the whole epoch's."
+        if isinstance(self.total, torch.Tensor): all_reduce_sum_([self.total])
+        all_reduce_sum_([*self.sums.values(), *self.counts.values()])
 
     def compute(self, weights: Mapping[str, float] | None = None,  # task path -> weight in the total (default 1)
                 ) -> tuple[float, dict[str, float], dict[str, int]]:
@@ -203,7 +211,8 @@ class Trainer:
                  progress: bool = True,  # tqdm bars (terminal or notebook) and one summary line per epoch
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
                  seed: int | None = None,  # `seed_everything(seed)` when `fit` starts
-                 live_plot: bool | None = None):  # per-task plots while training: None = only in a notebook front end
+                 live_plot: bool | None = None,  # per-task plots while training: None = only in a notebook front end
+                 balance_dataparallel_memory: bool = False):  # nn.DataParallel whose replicas reduce losses and metrics themselves
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         flow = find_flow(model, flow, required=False)
         if flow is None:
@@ -228,7 +237,7 @@ class Trainer:
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.train_metrics, self.progress, self.log_every, self.seed = train_metrics, progress, log_every, seed
-        self.live_plot = live_plot
+        self.live_plot, self.balance_dataparallel_memory = live_plot, balance_dataparallel_memory
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == 'cuda')
         builtin = [_BestTracker()]
         if early_stopping_patience is not None: builtin.append(EarlyStopping(early_stopping_patience))
@@ -244,7 +253,9 @@ class Trainer:
     default_callbacks: list[Callable] = []
 
     def _call(self, hook: str, *args):
-        for cb in self.callbacks: getattr(cb, hook)(self, *args)
+        for cb in self.callbacks:  # under DDP a callback that only writes (`rank_zero_only`) runs on rank 0 alone
+            if getattr(cb, 'rank_zero_only', False) and not is_rank_zero(): continue
+            getattr(cb, hook)(self, *args)
 
 # %% ../nbs/07_train.ipynb #265d2ae5
 @patch
@@ -259,6 +270,17 @@ def _loss(self: Trainer, outputs, targets) -> tuple[torch.Tensor, LossBreakdown 
     bd = breakdown(outputs, targets)
     if hasattr(self.criterion, 'last'): self.criterion.last = bd
     return bd.total, bd
+
+@patch
+def _forward(self: Trainer, model, x, y, metrics) -> tuple[dict | None, torch.Tensor, LossBreakdown | None]:
+    "`(outputs, loss, breakdown)` of one batch; with balanced DataParallel no outputs (the replicas counted the metrics)."
+    balanced = getattr(self, '_balanced', None)
+    if balanced is None:
+        outputs = model(x)
+        return (outputs, *self._loss(outputs, y))
+    bd = balanced.step(x, y, metrics)
+    if hasattr(self.criterion, 'last'): self.criterion.last = bd
+    return None, bd.total, bd
 
 @patch
 def _optimizer_step(self: Trainer):
@@ -286,11 +308,12 @@ def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
-    model, k = self.model, self.grad_accum_steps
+    model, k = getattr(self, '_train_module', None) or self.model, self.grad_accum_steps  # the DDP wrapper, when distributed
     model.train()
+    set_loader_epoch(self.train_loader, epoch)  # a sharded loader reshuffles alike on every process
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow) if self.train_metrics else None
     n_batches = len(self.train_loader) if hasattr(self.train_loader, '__len__') else None
-    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.progress)
+    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not (self.progress and is_rank_zero()))
     i = -1
     for i, (x, y) in enumerate(bar):
         if i % k == 0:
@@ -298,20 +321,19 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
             group = k if n_batches is None else min(k, n_batches - i)
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
-            outputs = model(x)
-            loss, bd = self._loss(outputs, y)
+            outputs, loss, bd = self._forward(model, x, y, metrics)
         self.scaler.scale(loss / group).backward()
         if (i + 1) % k == 0 or i + 1 == n_batches: self._optimizer_step()
         loss_sums.update(bd, loss, _batch_size(y))
-        if metrics is not None: metrics.update(outputs, y)
+        if metrics is not None and outputs is not None: metrics.update(outputs, y)  # balanced replicas did it already
         self.global_step += 1
-        if self.progress and (i + 1) % self.log_every == 0: bar.set_postfix(loss=f'{loss.item():.4g}')
+        if self.progress and is_rank_zero() and (i + 1) % self.log_every == 0: bar.set_postfix(loss=f'{loss.item():.4g}')
         self._call('on_batch_end', self.global_step, outputs, y, bd)
     m = (i + 1) % k  # batches in a last, short group
     if n_batches is None and m != 0:  # a loader without len: its last group was divided by k, not by m
         _rescale_grads(self.optimizer, k / m)
         self._optimizer_step()
-    return self._record('train', loss_sums, metrics)
+    return self._record('train', loss_sums, metrics, loader_is_sharded(self.train_loader))
 
 @patch
 @torch.no_grad()
@@ -321,17 +343,20 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     loader = self.valid_loader if loader is None else loader
     self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
-    for x, y in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
+    for x, y in tqdm(loader, desc=prefix, leave=False, disable=not (self.progress and is_rank_zero())):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
-            outputs = self.model(x)
-            loss, bd = self._loss(outputs, y)
+            outputs, loss, bd = self._forward(self.model, x, y, metrics)
         loss_sums.update(bd, loss, _batch_size(y))
-        metrics.update(outputs, y)
-    return self._record(prefix, loss_sums, metrics)
+        if outputs is not None: metrics.update(outputs, y)
+    return self._record(prefix, loss_sums, metrics, loader_is_sharded(loader))
 
 @patch
-def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None) -> dict:
+def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None,
+            sharded: bool = False) -> dict:  # the loader read one process's share: sum the statistics over all of them
+    if sharded:
+        loss_sums.all_reduce()
+        if metrics is not None: metrics.all_reduce()
     weights = self.criterion.effective_weights() if hasattr(self.criterion, 'effective_weights') else getattr(self.criterion, 'weights', None)
     total, per_task, _ = loss_sums.compute(weights)
     scores = metrics.compute() if metrics is not None else {}
@@ -340,6 +365,35 @@ def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetri
         if p in per_task: record[f'{prefix}/{p}/loss'] = per_task[p]
         for name, value in scores.get(p, {}).items(): record[f'{prefix}/{p}/{name}'] = value
     return record
+
+# %% ../nbs/07_train.ipynb #8e92970f
+class _ModelAndLoss(nn.Module):
+    "The model and a loss with parameters, as one module for DDP (so the loss's learned weights are averaged too)."
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+    def forward(self, batch): return self.model(batch)
+
+@patch
+def _setup_distributed(self: Trainer):
+    "Under torchrun: start the process group, wrap the model in DDP, shard the loaders (nothing in a single process)."
+    self.device = init_distributed(self.device)
+    self._train_module = self._balanced = None
+    if self.balance_dataparallel_memory:
+        if is_distributed():
+            raise ValueError("balance_dataparallel_memory is for nn.DataParallel in one process; under torchrun every "
+                             "process already reduces its own share (DDP): leave it False")
+        model = self.model.module if isinstance(self.model, nn.DataParallel) else self.model
+        self._balanced = BalancedDataParallel(model.to(self.device), self.criterion, self.flow)
+    if not is_distributed(): return
+    self.model.to(self.device)
+    module = self.model
+    if isinstance(self.criterion, nn.Module) and any(True for _ in self.criterion.parameters()):
+        module = _ModelAndLoss(self.model, self.criterion.to(self.device))
+    ids = [self.device.index] if self.device.type == 'cuda' else None
+    self._train_module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    self.train_loader = shard_loader(self.train_loader, train=True, seed=self.seed or 0)
+    if self.valid_loader is not None: self.valid_loader = shard_loader(self.valid_loader, train=False)
 
 # %% ../nbs/07_train.ipynb #0de47f61
 @patch
@@ -356,6 +410,7 @@ def _prepare_loss(self: Trainer):
 def fit(self: Trainer) -> History:
     "Train for `epochs` epochs (fewer if a callback stops it); returns the `History`."
     if self.seed is not None: seed_everything(self.seed)
+    self._setup_distributed()
     self.model.to(self.device)
     self._prepare_loss()
     self.history = History(monitor=self.monitor)
@@ -374,7 +429,7 @@ def fit(self: Trainer) -> History:
             if self.scheduler is not None and self.scheduler_interval == 'epoch':
                 plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
                 self.scheduler.step(record[self.monitor]) if plateau else self.scheduler.step()
-            if self.progress: tqdm.write(_summary(record, self))
+            if self.progress and is_rank_zero(): tqdm.write(_summary(record, self))
             if self.stop_training:
                 self.history.stopped_early = epoch + 1 < self.epochs
                 break
@@ -447,6 +502,7 @@ class Checkpoint(Callback):
         state = {k: v.detach().to('cpu', copy=True) for k, v in trainer.model.state_dict().items()}
         thresholds = decoder_thresholds(trainer.flow)
         if self.path is None: self.state, self.thresholds = state, thresholds; return
+        if not is_rank_zero(): return  # under DDP one process writes the file (every process holds the same weights)
         ckpt = dict(state_dict=state, epoch=epoch, monitor=trainer.monitor, score=trainer.best_score, thresholds=thresholds)
         _replace_atomically(self.path, lambda tmp: torch.save(ckpt, tmp))
         _replace_atomically(thresholds_path(self.path), lambda tmp: save_thresholds(tmp, thresholds))
@@ -455,5 +511,7 @@ class Checkpoint(Callback):
         if self.path is None:
             trainer.model.load_state_dict(self.state)
             set_decoder_thresholds(trainer.flow, self.thresholds)
-        else: load_checkpoint(trainer.model, self.path, flow=trainer.flow, map_location=trainer.device)
+        else:
+            barrier()  # under DDP: wait until rank 0 has written the file
+            load_checkpoint(trainer.model, self.path, flow=trainer.flow, map_location=trainer.device)
         trainer.restored_epoch = trainer.best_epoch
