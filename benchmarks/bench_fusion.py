@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 import dnn_cool  # noqa: F401  (flow.torch, flow.get_loss)
 from dnn_cool import BinaryClassificationTask, FlowNet, Project
+from dnn_cool.core import to_device
 
 
 def make_flow(n_tasks):
@@ -117,7 +118,8 @@ def copy_weights(ours, hand, loop, floor, n_tasks):
         for i, h in enumerate(loop.heads): h.load_state_dict(ours.flow_module.head(f't{i}').state_dict())
 
 
-def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_counter):
+def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_counter, device='cpu'):
+    device = torch.device(device)
     torch.manual_seed(0)
     flow = make_flow(n_tasks)
     ours = FlowNet(backbone(in_features), flow.torch(in_features={'features': 512}), input_key='image').train()
@@ -125,7 +127,8 @@ def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_c
     hand, loop = HandFused(in_features, n_tasks).train(), PerTask(in_features, n_tasks).train()
     floor = PerTaskParameters(in_features, n_tasks).train()
     copy_weights(ours, hand, loop, floor, n_tasks)
-    x, y, labels = make_batch(n_tasks, bs, in_features)
+    for m in (ours, hand, loop, floor): m.to(device)
+    x, y, labels = to_device(make_batch(n_tasks, bs, in_features), device)
     ref = hand_loss(hand(x['image']), labels)
     torch.testing.assert_close(criterion(ours(x), y), ref)  # the same computation
     torch.testing.assert_close(per_task_loss(loop(x['image']), y), ref)
@@ -152,11 +155,14 @@ def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_c
     variants = {'hand': step_hand, 'floor': step_floor, 'ours': step_ours, 'loop': step_loop}
     for f in variants.values():
         for _ in range(3): f()  # warm-up
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     times = {k: [] for k in variants}
     for _ in range(rounds):
         for k, f in variants.items():
+            sync()
             start = clock()
             for _ in range(steps): f()
+            sync()
             times[k].append((clock() - start) / steps)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -170,9 +176,10 @@ def main():
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--foreach', action='store_true', help="SGD(foreach=True) for every variant (CUDA's default)")
     ap.add_argument('--clock', choices=['wall', 'cpu'], default='wall')
+    ap.add_argument('--device', default='cpu')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f'torch {torch.__version__}, {args.threads} thread(s), MLP {args.in_features}->512->512, SGD '
+    print(f'torch {torch.__version__}, device={args.device}, {args.threads} thread(s), MLP {args.in_features}->512->512, SGD '
           f'{"foreach" if args.foreach else "default"}, median of {args.rounds} rounds x {args.steps} steps; '
           f'{args.clock} times in ms')
     print(f"{'tasks':>5} {'batch':>6} {'hand':>9} {'floor':>9} {'dnn_cool':>9} {'loop':>9} "
@@ -180,7 +187,7 @@ def main():
     for cfg in args.configs.split(','):
         n_tasks, bs = map(int, cfg.split('x'))
         t = run(n_tasks, bs, args.in_features, args.steps, args.rounds, foreach=True if args.foreach else None,
-                clock=time.process_time if args.clock == 'cpu' else time.perf_counter)
+                clock=time.process_time if args.clock == 'cpu' else time.perf_counter, device=args.device)
         print(f"{n_tasks:>5} {bs:>6} {t['hand'] * 1e3:>9.3f} {t['floor'] * 1e3:>9.3f} {t['ours'] * 1e3:>9.3f} "
               f"{t['loop'] * 1e3:>9.3f} {t['ours'] / t['hand']:>13.3f}x {t['floor'] / t['hand']:>10.3f}x "
               f"{t['ours'] / t['floor']:>14.3f}x {t['loop'] / t['hand']:>9.3f}x", flush=True)
