@@ -61,7 +61,7 @@ class FlowLoss(nn.Module):
                  weights: Mapping[str, float] | None = None,  # task path -> weight (default 1)
                  overrides: Mapping[str, Callable] | None = None,  # task path -> `(logits, filled_target) -> (bs,)`
                  fuse: bool = True,  # compute sibling tasks of one kind as one `(bs, n)` loss (same numbers)
-                 normalize: bool = True,  # scale regression losses by 1 / their targets' variance once `fit_scales` saw the data
+                 normalize: bool = True,  # scale regression losses by 1 / their targets' std once `fit_scales` saw the data
                  weighting: nn.Module | None = None,  # `(losses (n,), paths) -> total`, e.g. UncertaintyWeighting; None: the sum
                  global_counts: bool | None = None):  # DDP: divide by the count over all processes; None: when training distributed
         super().__init__()

@@ -112,13 +112,12 @@ def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
     logits, fused = {}, {}
     for group in self.groups:
         x = batch[group.input_key]
-        if not group.fused:
-            node = group.nodes[0]
-            head = self.head(node.path)
-            _check_features(node, x, head)
-            logits[node.path] = head(x)  # (bs, *out_shape)
-            continue
         heads = [self.head(p) for p in group.paths]
+        if not group.fused or any(type(h) is not _LinearHead for h in heads):  # alone (or a head replaced since)
+            for node, head in zip(group.nodes, heads):
+                _check_features(node, x, head)
+                logits[node.path] = head(x)  # (bs, *out_shape)
+            continue
         _check_features(group.nodes[0], x, heads[0])
         weight = torch.cat([h.weight for h in heads])  # (n * prod(out_shape), in): each task keeps its own parameters
         bias = torch.cat([h.bias for h in heads])
@@ -154,9 +153,10 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
                     d.update(zip(group.paths, columns))
                     out['fused'][kind][group.paths] = f, columns
             else:
-                p, task = group.paths[0], group.task
-                activated[p] = task.activate(logits[p])
-                decoded[p] = task.decode(activated[p])
+                for node in group.nodes:
+                    p = node.path
+                    activated[p] = node.task.activate(logits[p])
+                    decoded[p] = node.task.decode(activated[p])
         activated, decoded = ({p: d[p] for p in graph.paths} for d in (activated, decoded))
         truth = {p: graph[p].task.decoded_truth(decoded[p]) for p in graph.precondition_paths}
         predicted = precondition_masks(graph, truth, None, bs, device)
