@@ -8,6 +8,7 @@ __all__ = []
 
 # %% ../nbs/90_api.ipynb #df6cdf36
 from .core import evaluating, seed_everything, to_device
+from .distributed import ShardSampler, init_distributed, is_rank_zero, shard_loader
 from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, RegressionMetrics,
                               TaskMetric, TokenClassificationMetrics)
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, Decoder, ITask,
@@ -15,8 +16,11 @@ from .tasks import (BinaryClassificationTask, BoundedRegressionTask, Classificat
                             ThresholdDecoder, SortingDecoder, RescaleDecoder, IdentityDecoder)
 from .flow import (FlowDefinitionError, FlowGraph, FlowRedefinedWarning, Project, TaskFlow, as_flow,
                            decoder_thresholds, precondition_masks, set_decoder_thresholds)
+from .fusion import TaskGroup, fusion_groups
 from .module import FlowModule
 from .losses import FlowLoss, LossBreakdown
+from .weighting import UncertaintyWeighting, target_scales
+from .parallel import BalancedDataParallel
 from .flow_metrics import FlowMetrics
 from .data import FlowDataset, MissingLabelsWarning, concat_datasets, tasks_from_dataframe
 from .synthetic import make_synthetic, synthetic_project

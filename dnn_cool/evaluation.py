@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .flow import TaskFlow, as_flow
 from .flow_metrics import FlowMetrics
+from .distributed import all_gather_cat, loader_is_sharded
 from .core import evaluating, model_device, to_device
 from .module import find_flow
 
@@ -142,7 +143,11 @@ def collect_predictions(model: nn.Module,  # a FlowModule, or a module containin
                                     "every batch must carry them, or none")
     cat = {k: {p: torch.cat(v) for p, v in d.items()} for k, d in parts.items()}
     index = torch.cat(indices)
-    _check_finite_logits(graph, cat['logits'], index)
+    _check_finite_logits(graph, cat['logits'], index)  # each process checks its own share
+    if loader_is_sharded(loader):  # under DDP each process saw its share: gather all, in dataset order
+        index = all_gather_cat(index)
+        order = index.argsort()
+        index, cat = index[order], {k: {p: all_gather_cat(v)[order] for p, v in d.items()} for k, d in cat.items()}
     return Predictions(**{k: cat.get(k, {}) for k in (*_FIELDS, 'precondition', 'targets', 'available')},
                        index=index, flow=_find_flow(model, flow))
 
@@ -177,6 +182,7 @@ def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowM
     if any(counts.values()):
         raise ValueError("NaN or inf logits: " + '; '.join(f"task '{p}': {c} samples" for p, c in counts.items() if c)
                          + ". A NaN score would count as a negative; the model diverged, or its inputs hold NaN / inf")
+    if loader_is_sharded(loader): metrics.all_reduce()  # under DDP: every process's share counted
     return metrics, flow
 
 # %% ../nbs/08_evaluation.ipynb #ce442270

@@ -346,9 +346,13 @@ def precondition_masks(graph: FlowGraph,
                                  f"expected ({batch_size},), one per sample of the batch")
         leaves[path] = k & v, k & ~v  # (bs,), (bs,)
         return leaves[path]
+    shared: dict[tuple, torch.Tensor] = {(): always}  # tasks with the same conditions (siblings) share one mask
     for node in graph.nodes:
-        mask = always
-        for cond in node.conditions: mask = mask & evaluate_condition(cond, leaf)[0]
+        mask = shared.get(node.conditions)
+        if mask is None:
+            for cond in node.conditions:
+                mask = evaluate_condition(cond, leaf)[0] if mask is None else mask & evaluate_condition(cond, leaf)[0]
+            shared[node.conditions] = mask
         masks[node.path] = mask
     return masks
 

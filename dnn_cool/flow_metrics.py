@@ -10,7 +10,9 @@ from typing import Mapping
 import pandas as pd
 import torch
 
+from .distributed import all_reduce_sum_
 from .flow import TaskFlow
+from .fusion import fusion_groups
 
 # %% auto #0
 __all__ = ['FlowMetrics']
@@ -19,7 +21,8 @@ __all__ = ['FlowMetrics']
 class FlowMetrics:
     "Per-task streaming metrics of a flow; `update(outputs, targets)` per batch, `compute()` / `to_frame()` at the end."
     def __init__(self, flow: TaskFlow, mode: str = 'gt',  # 'gt': ground-truth preconditions; 'pred': decoded ones
-                 detailed: bool = False):  # per-class / per-label scores too
+                 detailed: bool = False,  # per-class / per-label scores too
+                 fuse: bool = True):  # update sibling tasks' metrics at once (same numbers)
         if mode not in ('gt', 'pred'): raise ValueError(f"mode must be 'gt' or 'pred', got {mode!r}")
         self.graph, self.mode = flow.graph, mode
         self.metrics = {}
@@ -27,6 +30,7 @@ class FlowMetrics:
             m = node.task.make_metrics(detailed=detailed)
             if m is not None: m.name = node.path
             self.metrics[node.path] = m
+        self.groups = fusion_groups(self.graph, fuse=fuse)  # sibling tasks of one kind update their metrics at once
 
     @torch.no_grad()
     def update(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> None:
@@ -36,13 +40,27 @@ class FlowMetrics:
             need = "batch['gt'] (ground-truth preconditions)" if self.mode == 'gt' else 'the module in eval mode'
             raise KeyError(f"mode '{self.mode}' needs outputs['{key}']: give it {need}")
         activated, decoded = outputs.get('activated', {}), outputs.get('decoded', {})
-        for node in self.graph.nodes:
-            p, metric = node.path, self.metrics[node.path]
-            if metric is None: continue
-            act = activated[p] if p in activated else node.task.activate(outputs['logits'][p].detach())
-            dec = decoded[p] if p in decoded else node.task.decode(act)
-            target = targets[p]
-            metric.update(act, dec, target, outputs[key][p] & node.task.available(target))
+        for group in self.groups:
+            metrics = [self.metrics[p] for p in group.paths]
+            if group.fused and all(m is not None and type(m) is type(metrics[0]) for m in metrics):
+                self._update_group(group, metrics, outputs, targets, key)
+                continue
+            for node, metric in zip(group.nodes, metrics):
+                if metric is None: continue
+                p = node.path
+                act = activated[p] if p in activated else node.task.activate(outputs['logits'][p].detach())
+                dec = decoded[p] if p in decoded else node.task.decode(act)
+                target = targets[p]
+                metric.update(act, dec, target, outputs[key][p] & node.task.available(target))
+
+    def _update_group(self, group, metrics, outputs, targets, key) -> None:
+        "One stacked update for a fused group: `(bs, n, ...)` outputs, targets and masks."
+        paths = group.paths
+        have = lambda kind: kind in outputs and all(p in outputs[kind] for p in paths)
+        act = group.fused_from(outputs, 'activated') if have('activated') else group.activate(group.fused_from(outputs, 'logits').detach())
+        dec = group.fused_from(outputs, 'decoded') if have('decoded') else group.decode(act)
+        target = group.stack(targets)  # (bs, n, ...)
+        type(metrics[0]).update_stacked(metrics, act, dec, target, group.stack(outputs[key]) & group.available(target))
 
     def reset(self):
         for m in self.metrics.values():
@@ -56,9 +74,8 @@ class FlowMetrics:
         return {p: m.num_samples for p, m in self.metrics.items() if m is not None}
 
     def all_reduce(self):
-        "Sum the statistics over `torch.distributed` processes (a no-op when not distributed)."
-        for m in self.metrics.values():
-            if m is not None: m.all_reduce()
+        "Sum the statistics over `torch.distributed` processes, in one collective (a no-op when not distributed)."
+        all_reduce_sum_([v for m in self.metrics.values() if m is not None for v in m.state.values()])
 
     def to_frame(self) -> pd.DataFrame:
         "The evaluation table: one row per task and metric, columns `task_path, metric_name, metric_res, num_samples`."

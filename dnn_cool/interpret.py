@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
+from .distributed import all_gather_cat, all_reduce_sum_, loader_is_sharded
 from .core import evaluating, model_device, to_device
 from .data import FlowDataset
 from .evaluation import Predictions, collect_predictions
@@ -119,6 +120,14 @@ def best_worst_inputs(model: torch.nn.Module,  # the flow's module (or one retur
                 best[p].update(torch.where(mask, finite, torch.inf), loss, ids)
                 worst[p].update(torch.where(mask, finite, -torch.inf), loss, ids)
                 counts[p] += mask.sum()
+    if loader_is_sharded(loader):  # under DDP: every process's candidates, ranked again, and every process's counts
+        all_reduce_sum_(list(counts.values()))
+        for tops in (best, worst):
+            for p, top in tops.items():
+                if top.keys is not None:
+                    merged = RunningTopK(top.k, top.largest)
+                    merged.update(*(all_gather_cat(t) for t in (top.keys, top.values, top.ids)))
+                    tops[p] = merged
     out = Interpretation()
     for p in graph.paths:
         count = int(counts[p])

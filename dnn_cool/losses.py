@@ -9,40 +9,89 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
+import torch.nn as nn
 
 from .flow import FlowGraph, TaskFlow
+from .fusion import TaskGroup, fusion_groups
+from .tasks import PerDevice
 
 # %% auto #0
 __all__ = ['LossBreakdown', 'FlowLoss', 'get_loss']
 
 # %% ../nbs/05_losses.ipynb #818e540b
-@dataclass
 class LossBreakdown:
     "Everything one loss evaluation knows, per task path; tensors stay on device."
-    total: torch.Tensor  # scalar
-    per_task: dict  # path -> scalar masked mean
-    counts: dict  # path -> scalar (float) number of samples counted
-    per_sample: dict  # path -> (bs,) loss, 0 where masked out
-    mask: dict  # path -> (bs,) bool, the samples counted
+    def __init__(self, total: torch.Tensor,  # scalar: what `FlowLoss` returns
+                 order: list[str],  # task paths in the order of the vectors below (group by group)
+                 sums: torch.Tensor,  # (n_tasks,) sum of each task's per-sample losses over the samples it counted
+                 counts: torch.Tensor,  # (n_tasks,) float: how many samples each task counted (here, on this process)
+                 means: torch.Tensor,  # (n_tasks,) each task's masked mean loss (before weights and scales)
+                 parts: list,  # `(paths, per_sample (bs, n), mask (bs, n))` per group, column j task paths[j] (may be [])
+                 paths: list[str]):  # the flow's task paths, in flow order: the order of the dicts
+        self.total, self.order, self.sums, self.count_vector, self.means = total, list(order), sums, counts, means
+        self.parts, self.paths, self._dicts = parts, list(paths), None
 
-class FlowLoss:
+    def _by_path(self) -> tuple[dict, dict, dict, dict]:
+        "The per-task dicts, built on first read (a training step that only needs `total` never pays for them)."
+        if self._dicts is None:
+            means, counts = dict(zip(self.order, self.means.unbind(0))), dict(zip(self.order, self.count_vector.unbind(0)))
+            per_sample, mask = {}, {}
+            for paths, losses, m in self.parts:
+                per_sample.update(zip(paths, losses.unbind(1))), mask.update(zip(paths, m.unbind(1)))
+            self._dicts = tuple({p: d[p] for p in self.paths if p in d} for d in (means, counts, per_sample, mask))
+        return self._dicts
+    @property
+    def per_task(self) -> dict: "path -> scalar masked mean"; return self._by_path()[0]
+    @property
+    def counts(self) -> dict: "path -> scalar (float) number of samples counted"; return self._by_path()[1]
+    @property
+    def per_sample(self) -> dict: "path -> (bs,) loss, 0 where masked out"; return self._by_path()[2]
+    @property
+    def mask(self) -> dict: "path -> (bs,) bool, the samples counted"; return self._by_path()[3]
+
+    def task_sums(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        "`(paths, sums, counts)`: each task's sum of per-sample losses and its count, as two `(n_tasks,)` tensors."
+        return self.order, self.sums, self.count_vector
+
+    def __repr__(self): return f"LossBreakdown(total={self.total!r}, tasks={len(self.paths)})"
+
+class FlowLoss(nn.Module):
     "`criterion(outputs, targets) -> scalar`: the weighted sum of masked per-task means; details in `.last`."
     def __init__(self, flow: TaskFlow | FlowGraph,
                  weights: Mapping[str, float] | None = None,  # task path -> weight (default 1)
-                 overrides: Mapping[str, Callable] | None = None):  # task path -> `(logits, filled_target) -> (bs,)`
+                 overrides: Mapping[str, Callable] | None = None,  # task path -> `(logits, filled_target) -> (bs,)`
+                 fuse: bool = True,  # compute sibling tasks of one kind as one `(bs, n)` loss (same numbers)
+                 normalize: bool = True,  # scale regression losses by 1 / their targets' std once `fit_scales` saw the data
+                 weighting: nn.Module | None = None,  # `(losses (n,), paths) -> total`, e.g. UncertaintyWeighting; None: the sum
+                 global_counts: bool | None = None):  # DDP: divide by the count over all processes; None: when training distributed
+        super().__init__()
         self.graph = flow.graph if isinstance(flow, TaskFlow) else flow
         for name, given in (('weights', weights or {}), ('overrides', overrides or {})):
             unknown = set(given) - set(self.graph.paths)
             if unknown: raise KeyError(f"{name} name unknown tasks {sorted(unknown)}; tasks: {self.graph.paths}")
         self.weights = {p: float((weights or {}).get(p, 1.0)) for p in self.graph.paths}
         self.overrides = dict(overrides or {})
+        self.groups = fusion_groups(self.graph, alone=self.overrides, fuse=fuse)  # a task with an override runs alone
+        self.order = [p for g in self.groups for p in g.paths]  # the order of every per-task vector
+        self.normalize, self.weighting, self.global_counts = normalize, weighting, global_counts
+        self.scales = {p: 1.0 for p in self.graph.paths}  # loss normalisers, set by `fit_scales` (dnn_cool.weighting)
+        self.scales_fitted = False
+        self._vectors = {}  # weights x scales (a tuple) -> PerDevice: the multipliers as a tensor, once per device
         self.last: LossBreakdown | None = None
 
-    def __call__(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
         self.last = self.breakdown(outputs, targets)
         return self.last.total
 
-    def __repr__(self): return f"FlowLoss('{self.graph.name}', weights={self.weights})"
+    def effective_weights(self) -> dict[str, float]:
+        "What multiplies each task's mean loss in the total now: weight x scale (x the learned factor of a `weighting`)."
+        learned = self.weighting.factors() if hasattr(self.weighting, 'factors') else {}
+        return {p: self.weights[p] * self.scales[p] * learned.get(p, 1.0) for p in self.graph.paths}
+
+    def __repr__(self):
+        return (f"FlowLoss('{self.graph.name}', weights={self.weights}"
+                + (f", scales={ {p: round(s, 4) for p, s in self.scales.items() if s != 1.0} }" if self.scales_fitted else '')
+                + (f", weighting={type(self.weighting).__name__}" if self.weighting is not None else '') + ')')
 
 # %% ../nbs/05_losses.ipynb #38b94d0c
 def _task_losses(node, logits, target, override) -> torch.Tensor:
@@ -56,31 +105,72 @@ def _task_losses(node, logits, target, override) -> torch.Tensor:
         raise ValueError(f"task '{node.path}': loss failed for logits {tuple(logits.shape)} and target "
                          f"{tuple(target.shape)} ({target.dtype}): {e}") from e
 
+def _task_terms(self: FlowLoss, node, logits, targets, precondition):
+    "`(sum, count, per_sample, mask)` of one task, shaped as a group of one: `(1,)`, `(1,)`, `(bs, 1)`, `(bs, 1)`."
+    p, target = node.path, targets[node.path]
+    mask = precondition[p] & node.task.available(target)  # (bs,) bool
+    losses = torch.where(mask, _task_losses(node, logits[p], target, self.overrides.get(p)), 0.0).float()  # (bs,)
+    count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
+    return losses.sum()[None], count[None], losses[:, None], mask[:, None]
+
+def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, precondition):
+    "The same for a fused group, with a last task dim: `(n,)`, `(n,)`, `(bs, n)`, `(bs, n)`; None if shapes don't fit."
+    try:
+        target, lo = group.stack(targets), group.fused_from(outputs, 'logits')  # (bs, n, ...), (bs, n, *out_shape)
+        if target.shape[0] != lo.shape[0]: return None
+        mask = group.stack(precondition) & group.available(target)  # (bs, n)
+        losses = torch.where(mask, group.sample_losses(lo, target), 0.0).float()  # (bs, n)
+    except (RuntimeError, ValueError): return None  # task by task instead, whose error names the task at fault
+    return losses.sum(0), mask.sum(0).float(), losses, mask
+
+def _denominator(self: FlowLoss, counts: torch.Tensor) -> torch.Tensor:
+    "What each task's loss sum is divided by: its count, or under DDP in training its count over all processes / world size."
+    dist = torch.distributed
+    use = self.global_counts
+    if use is None: use = torch.is_grad_enabled()  # training: the gradient DDP averages must be the global mean's
+    if not (use and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return counts.clamp_min(1)
+    total = counts.detach().clone()
+    dist.all_reduce(total)  # one small collective per step: (n_tasks,) counts
+    return total.clamp_min(1) / dist.get_world_size()
+
+def _multipliers(self: FlowLoss, device) -> torch.Tensor:
+    "`weight x scale` of each task, in `order`, as a tensor on `device` (copied there once per values and device)."
+    values = tuple(self.weights[p] * self.scales[p] for p in self.order)
+    cached = self._vectors.get(values)
+    if cached is None: self._vectors = {values: (cached := PerDevice(values))}
+    return cached.on(device)
+
 def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:
-    "Per-task masked means, counts, per-sample losses and masks."
+    "Per-task masked means, counts, per-sample losses and masks, and the total."
     logits, precondition = outputs['logits'], outputs.get('precondition')
     if precondition is None:
         raise KeyError(f"flow '{self.graph.name}': the loss needs outputs['precondition'], the ground-truth preconditions: "
                        f"give the module batch['gt'] (FlowDataset batches carry it)")
-    per_task, counts, per_sample, masks = {}, {}, {}, {}
-    total = None
-    for node in self.graph.nodes:
-        p = node.path
+    for p in self.graph.paths:
         if p not in targets: raise KeyError(f"targets lack task '{p}' (use NaN / -1 / -100 for missing labels)")
-        target = targets[p]
-        mask = precondition[p] & node.task.available(target)  # (bs,) bool
-        losses = torch.where(mask, _task_losses(node, logits[p], target, self.overrides.get(p)), 0.0).float()  # (bs,)
-        count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
-        mean = losses.sum() / count.clamp_min(1)
-        per_task[p], counts[p], per_sample[p], masks[p] = mean, count, losses, mask
-        term = self.weights[p] * mean
-        total = term if total is None else total + term
-    return LossBreakdown(total, per_task, counts, per_sample, masks)
+    sums, counts, parts = [], [], []  # per group: (n,), (n,), (paths, (bs, n), (bs, n))
+    for group in self.groups:
+        fused = self._group_terms(group, outputs, targets, precondition) if group.fused else None
+        terms = [(group.paths, fused)] if fused is not None else [  # alone, or a fused group whose shapes didn't fit
+            ((n.path,), self._task_terms(n, logits, targets, precondition)) for n in group.nodes]
+        for paths, (s, c, losses, mask) in terms:
+            sums.append(s), counts.append(c), parts.append((paths, losses, mask))
+    return self.combine(torch.cat(sums), torch.cat(counts), parts)  # (n_tasks,) each, in `order`
 
-FlowLoss.breakdown = _breakdown
+def _combine(self: FlowLoss, sums: torch.Tensor,  # (n_tasks,) per-task sums of per-sample losses, in `order`
+             counts: torch.Tensor,  # (n_tasks,) the samples each counted
+             parts: list | None = None) -> LossBreakdown:  # the per-sample tensors, when there are any
+    "The breakdown and total from per-task sums and counts (also used by replicas that reduced their own shares)."
+    means = sums / self._denominator(counts)
+    weighted = self._multipliers(means.device) * means  # weight x scale x mean, per task
+    total = weighted.sum() if self.weighting is None else self.weighting(weighted, self.order)
+    return LossBreakdown(total, self.order, sums, counts, means, parts or [], self.graph.paths)
+
+FlowLoss._task_terms, FlowLoss._group_terms, FlowLoss._denominator = _task_terms, _group_terms, _denominator
+FlowLoss._multipliers, FlowLoss.breakdown, FlowLoss.combine = _multipliers, _breakdown, _combine
 
 # %% ../nbs/05_losses.ipynb #a33c9f3e
-def get_loss(self: TaskFlow, weights=None, overrides=None) -> FlowLoss:
-    "The masked multi-task loss of this flow (see `FlowLoss`)."
-    return FlowLoss(self, weights=weights, overrides=overrides)
+def get_loss(self: TaskFlow, weights=None, overrides=None, **kwargs) -> FlowLoss:
+    "The masked multi-task loss of this flow (see `FlowLoss` for the keyword arguments: fuse, normalize, weighting, ...)."
+    return FlowLoss(self, weights=weights, overrides=overrides, **kwargs)
 TaskFlow.get_loss = get_loss

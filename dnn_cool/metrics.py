@@ -5,6 +5,8 @@
 # %% ../nbs/01_metrics.ipynb #1c8185c1
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -145,6 +147,28 @@ class TaskMetric:
         "Samples that `metric_name`'s value was computed on (`num_samples` unless a subclass counts fewer)."
         return self.num_samples
 
+    @classmethod
+    def update_stacked(cls, metrics: Sequence[TaskMetric],  # n metrics of this class, one per task
+                       activated: Tensor | None,  # (bs, n, ...): column j belongs to metrics[j]
+                       decoded: Tensor | None,  # (bs, n, ...)
+                       target: Tensor,  # (bs, n, ...)
+                       mask: Tensor) -> None:  # (bs, n) bool: the samples that count, per task
+        "Add one batch of `n` tasks at once: column `j` of each `(bs, n, ...)` tensor goes to `metrics[j]`."
+        if not metrics or any(type(m) is not cls for m in metrics):
+            raise TypeError(f"{cls.__name__}.update_stacked needs {cls.__name__}s, got {[type(m).__name__ for m in metrics]}")
+        n = len(metrics)
+        if target.ndim < 2 or target.shape[1] != n or not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(target.shape[:2]):
+            raise ValueError(f"{cls.__name__}.update_stacked of {[m.name for m in metrics]}: target {tuple(target.shape)} "
+                             f"and mask {tuple(getattr(mask, 'shape', ()))} must be (bs, {n}, ...) and (bs, {n})")
+        cls._update_columns(metrics, activated, decoded, target, mask if mask.dtype == torch.bool else mask != 0)
+
+    @classmethod
+    def _update_columns(cls, metrics, activated, decoded, target, mask) -> None:
+        "Batched update of checked columns; the default is one `update` per column (subclasses compute them at once)."
+        for j, m in enumerate(metrics):
+            m.update(None if activated is None else activated[:, j], None if decoded is None else decoded[:, j],
+                     target[:, j], mask[:, j])
+
     def merge(self, other: TaskMetric) -> TaskMetric:
         "Add `other`'s statistics to this metric's (another replica, another split); returns `self`."
         if type(other) is not type(self) or other.state.keys() != self.state.keys():
@@ -186,12 +210,25 @@ def _sample_mask(metric: TaskMetric, mask: Tensor | None, bs: int, device: torch
         raise ValueError(f"{metric._label}: mask has shape {shape}, expected ({bs},), one entry per sample")
     return mask if mask.dtype == torch.bool else mask != 0
 
-def _add_confusion(metric: TaskMetric, confusion: Tensor, true: Tensor, predicted: Tensor, weight: Tensor) -> None:
-    "Add `weight` at `confusion[true, predicted]` for every sample, in place and without a sync."
-    n_classes = confusion.shape[0]
-    try: confusion.view(-1).index_add_(0, true * n_classes + predicted, weight)
+def _confusions(metrics: Sequence[TaskMetric], true: Tensor, predicted: Tensor, valid: Tensor, n_classes: int) -> Tensor:
+    "`(n, C, C)` counts of `(bs, n)` class ids, one confusion matrix per column, in one `index_add_` and without a sync."
+    n = true.shape[1]
+    in_range = (true >= 0) & (true < n_classes) & (predicted >= 0) & (predicted < n_classes)
+    cell = torch.arange(n, device=true.device) * n_classes * n_classes + true * n_classes + predicted  # (bs, n)
+    cell = torch.where(in_range | ~valid, cell, n * n_classes * n_classes)  # a counted id out of range: out of bounds
+    counts = torch.zeros(n * n_classes * n_classes, dtype=torch.long, device=true.device)
+    try: counts.index_add_(0, cell.reshape(-1), valid.reshape(-1).long())
     except (IndexError, RuntimeError) as e:  # caught on the CPU; CUDA raises a device-side assert instead
-        raise ValueError(f"{metric._label}: a counted class id is outside [0, {n_classes})") from e
+        raise ValueError(f"{metrics[0]._label if n == 1 else type(metrics[0]).__name__ + ' of ' + str([m.name for m in metrics])}: "
+                         f"a counted class id is outside [0, {n_classes})") from e
+    return counts.view(n, n_classes, n_classes)
+
+def _accumulate(metrics: Sequence[TaskMetric], **deltas: Tensor) -> None:
+    "Add `deltas[name][j]` to statistic `name` of `metrics[j]`: one multi-tensor add per statistic."
+    device = next(iter(deltas.values())).device
+    for m in metrics: m._follow(device)
+    for name, delta in deltas.items():
+        torch._foreach_add_([getattr(m, name) for m in metrics], list(delta.to(getattr(metrics[0], name).dtype).unbind(0)))
 
 # %% ../nbs/01_metrics.ipynb #f3aa33b0
 class BinaryMetrics(TaskMetric):
@@ -207,11 +244,17 @@ class BinaryMetrics(TaskMetric):
         if decoded.is_floating_point():
             raise TypeError(f"{self._label}: decoded must be bool (thresholded), got {decoded.dtype}: activated?")
         valid = _sample_mask(self, mask, target.shape[0], target.device)
-        if target.is_floating_point(): valid = valid & ~torch.isnan(target)
-        self._follow(target.device)
+        BinaryMetrics._update_columns([self], None, decoded[:, None], target[:, None], valid[:, None])
+
+    @classmethod
+    def _update_columns(cls, metrics, activated, decoded, target, mask):  # (bs, n) each
+        if tuple(decoded.shape) != tuple(target.shape) or target.ndim != 2 or decoded.is_floating_point():
+            raise ValueError(f"BinaryMetrics of {[m.name for m in metrics]}: decoded {tuple(decoded.shape)} {decoded.dtype} "
+                             f"must be bool like target {tuple(target.shape)}")
+        valid = mask & ~torch.isnan(target) if target.is_floating_point() else mask
         true = (target > 0.5) & valid if target.is_floating_point() else target.bool() & valid  # NaN > 0.5 is False
         predicted = decoded.bool() & valid
-        _add_confusion(self, self.confusion, true.long(), predicted.long(), valid.long())
+        _accumulate(metrics, confusion=_confusions(metrics, true.long(), predicted.long(), valid, 2))
 
     @property
     def n(self) -> Tensor: return self.confusion.sum()
@@ -260,13 +303,31 @@ class ClassificationMetrics(TaskMetric):
                 raise ValueError(f"{self._label}: decoded has {decoded.shape[1]} columns, fewer than top_k "
                                  f"{self.top_k}, and activated isn't ({bs}, {self.num_classes})")
             ranked = activated.topk(max(self.top_k), dim=-1).indices
-        valid = _sample_mask(self, mask, bs, target.device) & (target >= 0)  # negative ids: missing
-        self._follow(target.device)
+        valid = _sample_mask(self, mask, bs, target.device)
+        ClassificationMetrics._count([self], ranked[:, None], decoded[:, None, 0], target[:, None], valid[:, None])
+
+    @classmethod
+    def _update_columns(cls, metrics, activated, decoded, target, mask):  # (bs, n, C), (bs, n, k), (bs, n), (bs, n)
+        first = metrics[0]
+        if any(m.num_classes != first.num_classes or m.top_k != first.top_k for m in metrics[1:]):
+            return super()._update_columns(metrics, activated, decoded, target, mask)  # unlike metrics: one by one
+        if target.ndim != 2 or target.is_floating_point() or decoded.ndim != 3 or decoded.shape[:2] != target.shape:
+            raise ValueError(f"ClassificationMetrics of {[m.name for m in metrics]}: decoded {tuple(decoded.shape)} and "
+                             f"target {tuple(target.shape)} must be (bs, n, k) ranked ids and (bs, n) ids")
+        ranked = decoded if decoded.shape[-1] >= max(first.top_k) else activated.topk(max(first.top_k), dim=-1).indices
+        cls._count(metrics, ranked, decoded[..., 0], target, mask)
+
+    @staticmethod
+    def _count(metrics, ranked: Tensor, predicted: Tensor, target: Tensor, mask: Tensor) -> None:
+        "`ranked` (bs, n, ≥max k), `predicted` (bs, n) top class, `target` (bs, n), `mask` (bs, n): add the counts."
+        ks = metrics[0].top_k
+        valid = mask & (target >= 0)  # negative ids: missing
         true = torch.where(valid, target, 0)  # garbage of masked-out samples never reaches an index
-        predicted = torch.where(valid, decoded[:, 0], 0)
-        _add_confusion(self, self.confusion, true, predicted, valid.long())
-        self.hits += topk_hits(ranked, true, valid, self.top_k)
-        self.n += valid.sum()
+        predicted = torch.where(valid, predicted, 0)
+        found = (ranked[..., :max(ks)] == true[..., None]).cumsum(-1) > 0  # (bs, n, max_k): target within the first j+1
+        hits = torch.stack([found[..., k - 1] & valid for k in ks], -1).sum(0)  # (n, len(ks))
+        _accumulate(metrics, confusion=_confusions(metrics, true, predicted, valid, metrics[0].num_classes),
+                    hits=hits, n=valid.sum(0))
 
     def scores(self) -> dict[str, Tensor]:
         accuracies = nan_if_empty(safe_div(self.hits, self.n), self.n)  # (len(top_k),)
@@ -306,18 +367,23 @@ class MultilabelMetrics(TaskMetric):
         if decoded.is_floating_point():
             raise TypeError(f"{self._label}: decoded must be bool (thresholded), got {decoded.dtype}: activated?")
         mask = _sample_mask(self, mask, shape[0], target.device)
-        known = mask[:, None].expand(shape)  # (bs, L): the entries that count
+        MultilabelMetrics._update_columns([self], None, decoded[:, None], target[:, None], mask[:, None])
+
+    @classmethod
+    def _update_columns(cls, metrics, activated, decoded, target, mask):  # (bs, n, L), (bs, n, L), (bs, n)
+        if any(m.num_labels != metrics[0].num_labels for m in metrics[1:]):
+            return super()._update_columns(metrics, activated, decoded, target, mask)
+        if target.ndim != 3 or tuple(decoded.shape) != tuple(target.shape) or decoded.is_floating_point():
+            raise ValueError(f"MultilabelMetrics of {[m.name for m in metrics]}: decoded {tuple(decoded.shape)} "
+                             f"{decoded.dtype} must be bool like target {tuple(target.shape)}, (bs, n, L)")
+        known = mask[..., None].expand(target.shape)  # (bs, n, L): the entries that count
         if target.is_floating_point(): known = known & ~torch.isnan(target)
-        self._follow(target.device)
         true = (target > 0.5) & known if target.is_floating_point() else target.bool() & known  # NaN > 0.5 is False
         predicted = decoded.bool() & known
-        self.tp += (predicted & true).sum(0)
-        self.fp += (predicted & ~true).sum(0)
-        self.fn += (~predicted & true).sum(0)
-        complete = mask & known.all(1)  # (bs,) every label known
-        self.n += known.any(1).sum()
-        self.n_complete += complete.sum()
-        self.n_exact += (complete & (predicted == true).all(1)).sum()
+        complete = mask & known.all(-1)  # (bs, n) every label known
+        _accumulate(metrics, tp=(predicted & true).sum(0), fp=(predicted & ~true).sum(0), fn=(~predicted & true).sum(0),
+                    n=known.any(-1).sum(0), n_complete=complete.sum(0),
+                    n_exact=(complete & (predicted == true).all(-1)).sum(0))
 
     def samples_behind(self, metric_name):
         "Subset accuracy is computed on the samples with every label known; the other scores on all counted samples."
@@ -356,16 +422,20 @@ class RegressionMetrics(TaskMetric):
         "Add a batch: `decoded` (bs,) and `target` (bs,) on the original scale, NaN where missing, `mask` (bs,)."
         target = _vector(self, 'target', target)
         decoded = _vector(self, 'decoded', decoded, target.shape[0])
-        valid = _sample_mask(self, mask, target.shape[0], target.device) & ~torch.isnan(target)
-        self._follow(target.device)
-        dtype = self.sum_target.dtype
+        valid = _sample_mask(self, mask, target.shape[0], target.device)
+        RegressionMetrics._update_columns([self], None, decoded[:, None], target[:, None], valid[:, None])
+
+    @classmethod
+    def _update_columns(cls, metrics, activated, decoded, target, mask):  # (bs, n) each
+        if target.ndim != 2 or tuple(decoded.shape) != tuple(target.shape):
+            raise ValueError(f"RegressionMetrics of {[m.name for m in metrics]}: decoded {tuple(decoded.shape)} and "
+                             f"target {tuple(target.shape)} must both be (bs, n)")
+        valid = mask & ~torch.isnan(target)
+        dtype = float_dtype(target.device)
         y = torch.where(valid, target, 0).to(dtype)        # masked-out NaN never enters a sum
         error = torch.where(valid, decoded, 0).to(dtype) - y  # 0 where not valid
-        self.n += valid.sum()
-        self.sum_abs_error += error.abs().sum()
-        self.sum_squared_error += (error * error).sum()
-        self.sum_target += y.sum()
-        self.sum_squared_target += (y * y).sum()
+        _accumulate(metrics, n=valid.sum(0), sum_abs_error=error.abs().sum(0), sum_squared_error=(error * error).sum(0),
+                    sum_target=y.sum(0), sum_squared_target=(y * y).sum(0))
 
     def scores(self) -> dict[str, Tensor]:
         scores = regression_scores(self.n, self.sum_abs_error, self.sum_squared_error, self.sum_target,

@@ -9,9 +9,12 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .flow import TaskFlow, precondition_masks
+from .fusion import TaskGroup, fusion_groups
+from .tasks import _LinearHead
 
 # %% auto #0
 __all__ = ['FlowModule', 'flow_torch', 'find_flow']
@@ -22,7 +25,8 @@ def _module_key(path: str) -> str: return path.replace('.', '-')  # ModuleDict k
 class FlowModule(nn.Module):
     "A plain `nn.Module` running every task head of a flow and computing precondition masks."
     def __init__(self, flow: TaskFlow,
-                 in_features: Mapping[str, int] | None = None):  # input key -> feature size (last dim)
+                 in_features: Mapping[str, int] | None = None,  # input key -> feature size (last dim)
+                 fuse: bool = True):  # run sibling heads of one kind as one matrix product (see dnn_cool.fusion)
         super().__init__()
         self.flow, self.graph = flow, flow.graph
         in_features = dict(in_features or {})
@@ -34,12 +38,49 @@ class FlowModule(nn.Module):
                 raise ValueError(f"task '{node.path}' reads x.{node.input_key}, whose size is unknown: pass an example "
                                  f"batch or in_features={{'{node.input_key}': ...}} to flow.torch()") from e
         self.heads = nn.ModuleDict(heads)
+        self.groups = _head_groups(self, fusion_groups(self.graph, fuse=fuse))
+        self.register_state_dict_post_hook(_dotted_keys)
+        self.register_load_state_dict_pre_hook(_module_keys)
 
     def head(self, path: str) -> nn.Module:
         "The head of task `path`."
         return self.heads[_module_key(path)]
 
-    def extra_repr(self): return f"flow='{self.graph.name}', tasks={len(self.graph.nodes)}"
+    def extra_repr(self):
+        fused = sum(len(g) for g in self.groups if g.fused)
+        return f"flow='{self.graph.name}', tasks={len(self.graph.nodes)}, fused={fused}"
+
+def _head_groups(module: FlowModule, groups) -> tuple[TaskGroup, ...]:
+    "Fusion groups whose heads really are default linear heads of one size; any other task alone."
+    out = []
+    for g in groups:
+        heads = [module.head(p) for p in g.paths]
+        same = all(type(h) is _LinearHead and h.in_features == heads[0].in_features and
+                   h.out_shape == heads[0].out_shape for h in heads)
+        out.extend([g] if same or not g.fused else [TaskGroup((n,)) for n in g.nodes])
+    return tuple(out)
+
+# %% ../nbs/04_module.ipynb #9a7d67e9
+def _dotted_keys(module: FlowModule, state_dict, prefix, local_metadata):
+    "`state_dict` post-hook: keys `heads.<a-b>.<name>` become `heads.<a.b>.<name>`, the task path."
+    start, paths = prefix + 'heads.', {_module_key(p): p for p in module.graph.paths}
+    for k in [k for k in state_dict if k.startswith(prefix)]:  # this module's keys, the last ones added: order kept
+        v = state_dict.pop(k)
+        if k.startswith(start):
+            key, _, rest = k[len(start):].partition('.')
+            k = f'{start}{paths.get(key, key)}.{rest}'
+        state_dict[k] = v
+
+def _module_keys(module: FlowModule, state_dict, prefix, *args):
+    "`load_state_dict` pre-hook: task-path keys back to the module's names (keys written with `-` pass unchanged)."
+    start, paths = prefix + 'heads.', set(module.graph.paths)
+    for k in [k for k in state_dict if k.startswith(start)]:
+        parts = k[len(start):].split('.')
+        for i in range(len(parts) - 1, 0, -1):  # the longest task path the key starts with (a path is never a
+            path = '.'.join(parts[:i])           # prefix of another: a task can't also be a flow)
+            if path in paths:
+                state_dict[f'{start}{_module_key(path)}.' + '.'.join(parts[i:])] = state_dict.pop(k)
+                break
 
 # %% ../nbs/04_module.ipynb #cd98def7
 def _batch_size(batch, graph) -> tuple[int, torch.device]:
@@ -59,20 +100,41 @@ def _gt_values(gt, graph) -> dict:
                             f"batch['gt']['available'] (FlowDataset does both)")
     return values
 
+def _check_features(node, x, head):
+    expected = getattr(head, 'in_features', None)
+    if expected is not None and x.shape[-1] != expected:
+        raise ValueError(f"task '{node.path}' reads x.{node.input_key} of shape {tuple(x.shape)}; "
+                         f"its head expects {expected} features in the last dim")
+
+@patch
+def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
+    "`({path: logits}, {group paths: (fused logits (bs, n, *out_shape), columns)})`: one matrix product per fused group."
+    logits, fused = {}, {}
+    for group in self.groups:
+        x = batch[group.input_key]
+        heads = [self.head(p) for p in group.paths]
+        if not group.fused or any(type(h) is not _LinearHead for h in heads):  # alone (or a head replaced since)
+            for node, head in zip(group.nodes, heads):
+                _check_features(node, x, head)
+                logits[node.path] = head(x)  # (bs, *out_shape)
+            continue
+        _check_features(group.nodes[0], x, heads[0])
+        weight = torch.cat([h.weight for h in heads])  # (n * prod(out_shape), in): each task keeps its own parameters
+        bias = torch.cat([h.bias for h in heads])
+        y = F.linear(x, weight, bias).unflatten(-1, (len(heads), *heads[0].out_shape))  # (*lead, n, *out_shape)
+        task_dim = x.ndim - 1  # 1, unless the input has more leading dims (tokens: (bs, T, H))
+        columns = y.unbind(task_dim)
+        logits.update(zip(group.paths, columns))
+        fused[group.paths] = y.movedim(task_dim, 1), columns  # (bs, n, ...): the layout the loss and metrics use
+    return {p: logits[p] for p in self.graph.paths}, fused
+
 @patch
 def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tensor]]:
     "Run every head; precondition masks from `batch['gt']`; in eval mode also decoded outputs and predicted preconditions."
     graph = self.graph
     bs, device = _batch_size(batch, graph)
-    logits = {}
-    for node in graph.nodes:
-        x, head = batch[node.input_key], self.heads[_module_key(node.path)]
-        expected = getattr(head, 'in_features', None)
-        if expected is not None and x.shape[-1] != expected:
-            raise ValueError(f"task '{node.path}' reads x.{node.input_key} of shape {tuple(x.shape)}; "
-                             f"its head expects {expected} features in the last dim")
-        logits[node.path] = head(x)  # (bs, *out_shape)
-    out = {'logits': logits}
+    logits, fused = self._run_heads(batch)
+    out = {'logits': logits, 'fused': {'logits': fused}}
     gt = batch.get('gt')
     if gt is not None: out['precondition'] = precondition_masks(graph, _gt_values(gt, graph), gt.get('available'), bs, device)
     elif not graph.precondition_paths: out['precondition'] = precondition_masks(graph, {}, None, bs, device)  # all true
@@ -80,8 +142,22 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
         raise ValueError(f"flow '{graph.name}' in training mode needs batch['gt'] with the ground truth of "
                          f"{graph.precondition_paths}: build batches with FlowDataset, or call model.eval()")
     if not self.training:
-        activated = {n.path: n.task.activate(logits[n.path]) for n in graph.nodes}
-        decoded = {n.path: n.task.decode(activated[n.path]) for n in graph.nodes}
+        activated, decoded = {}, {}
+        for kind in ('activated', 'decoded'): out['fused'][kind] = {}
+        for group in self.groups:
+            if group.paths in fused:  # one activation and one decoding for the group
+                act = group.activate(fused[group.paths][0])
+                dec = group.decode(act)
+                for kind, d, f in (('activated', activated, act), ('decoded', decoded, dec)):
+                    columns = f.unbind(1)
+                    d.update(zip(group.paths, columns))
+                    out['fused'][kind][group.paths] = f, columns
+            else:
+                for node in group.nodes:
+                    p = node.path
+                    activated[p] = node.task.activate(logits[p])
+                    decoded[p] = node.task.decode(activated[p])
+        activated, decoded = ({p: d[p] for p in graph.paths} for d in (activated, decoded))
         truth = {p: graph[p].task.decoded_truth(decoded[p]) for p in graph.precondition_paths}
         predicted = precondition_masks(graph, truth, None, bs, device)
         out.update(activated=activated, decoded=decoded, predicted_precondition=predicted)
@@ -89,11 +165,12 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
 
 # %% ../nbs/04_module.ipynb #c34b8e1d
 def flow_torch(self: TaskFlow, example_batch: Mapping | None = None,  # a batch dict; sizes are read from its last dims
-          in_features: Mapping[str, int] | None = None) -> FlowModule:  # input key -> feature size
+          in_features: Mapping[str, int] | None = None,  # input key -> feature size
+          fuse: bool = True) -> FlowModule:  # fused sibling heads (same numbers; False runs each head alone)
     "Build the `nn.Module` of this flow."
     sizes = {k: v.shape[-1] for k, v in (example_batch or {}).items() if k != 'gt' and hasattr(v, 'shape')}
     sizes.update(in_features or {})
-    return FlowModule(self, sizes)
+    return FlowModule(self, sizes, fuse=fuse)
 
 TaskFlow.torch = flow_torch  # assigned, not @patch-ed: a function named `torch` would shadow the torch module
 

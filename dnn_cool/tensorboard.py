@@ -108,6 +108,7 @@ def log_best_worst(writer: SummaryWriter,
 class TensorBoardLogger(Callback):
     "Write each epoch's losses and metrics (see `record_scalars`) and, optionally, each task's best and worst inputs."
     order = 20
+    rank_zero_only = True  # under DDP only rank 0 writes (every process has the same record)
     def __init__(self, log_dir: str | os.PathLike,
                  flow: TaskFlow | None = None,  # default: the trainer's flow
                  best_worst_loader: Iterable | None = None,  # batches `(x, y)` whose samples are ranked by loss

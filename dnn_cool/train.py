@@ -23,11 +23,15 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state, thresholds_path, _apply_checkpoint)
 from .core import seed_everything, to_device
+from .distributed import (all_reduce_sum_, barrier, init_distributed, is_distributed, is_rank_zero,
+                                  loader_is_sharded, set_loader_epoch, shard_loader)
 from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_thresholds
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
 from .metrics import float_dtype
 from .module import FlowModule, find_flow
+from .parallel import BalancedDataParallel
+from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.fit_scales)
 
 
 # %% auto #0
@@ -135,9 +139,8 @@ class EpochLoss:
             paths, sums = [''], (loss.to(dt) * batch_size).reshape(1)  # (1,)
             counts = torch.full((1,), float(batch_size), dtype=dt, device=loss.device)
         else:
-            paths = list(breakdown.per_sample)
-            sums = torch.stack([breakdown.per_sample[p].detach().to(dt).sum() for p in paths])  # (n_paths,)
-            counts = torch.stack([breakdown.counts[p].detach().to(dt) for p in paths])
+            paths, sums, counts = breakdown.task_sums()  # (n_paths,) each: two small ops, whatever the number of tasks
+            sums, counts = sums.detach().to(dt), counts.detach().to(dt)
         if self.paths is None:
             self.paths = paths
             zeros = torch.zeros(len(paths), dtype=dt, device=loss.device)
@@ -150,6 +153,15 @@ class EpochLoss:
             sums, counts, bad = torch.where(ok, sums, 0), torch.where(ok, counts, 0), bad & ok
         self.sums, self.counts, self.bad = self.sums + sums, self.counts + counts, self.bad + bad.to(dt)
         self.first_bad = torch.where((self.first_bad < 0) & bad, float(step), self.first_bad)
+
+    def all_reduce(self) -> None:
+        "Sum the statistics over the processes of a DDP run (no-op in a single process): then they are the whole epoch's."
+        if self.paths is None or not is_distributed(): return
+        all_reduce_sum_([self.sums, self.counts, self.bad, self.skipped])
+        # the first bad step: the earliest over the processes that saw one (-1: none did)
+        first = torch.where(self.first_bad < 0, float('inf'), self.first_bad)
+        torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        self.first_bad = torch.where(torch.isinf(first), -1.0, first).to(self.sums.dtype)
 
     def any_nonfinite(self) -> torch.Tensor:
         "`()` bool on the device: has any task had a non-finite loss yet? (no sync)"
@@ -260,7 +272,8 @@ class Trainer:
                  log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
                  seed: int | None = None,  # `seed_everything(seed)` when `fit` starts
                  on_nonfinite: str = 'raise',  # a NaN / inf loss: 'raise' NonFiniteLossError, 'stop' (warn, end the fit) or 'warn'
-                 live_plot: bool | None = None):  # per-task plots while training: None = only in a notebook front end
+                 live_plot: bool | None = None,  # per-task plots while training: None = only in a notebook front end
+                 balance_dataparallel_memory: bool = False):  # nn.DataParallel whose replicas reduce losses and metrics themselves
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         flow = find_flow(model, as_flow(flow, 'Trainer') if flow is not None else None, required=False)
         if flow is None:
@@ -287,7 +300,7 @@ class Trainer:
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.train_metrics, self.progress, self.log_every, self.seed = train_metrics, progress, log_every, seed
-        self.live_plot, self.on_nonfinite = live_plot, on_nonfinite
+        self.live_plot, self.on_nonfinite, self.balance_dataparallel_memory = live_plot, on_nonfinite, balance_dataparallel_memory
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == 'cuda')
         builtin = [_BestTracker(), _SchedulerStep()]
         if early_stopping_patience is not None: builtin.append(EarlyStopping(early_stopping_patience))
@@ -305,7 +318,9 @@ class Trainer:
     default_callbacks: list[Callable] = []
 
     def _call(self, hook: str, *args):
-        for cb in self.callbacks: getattr(cb, hook)(self, *args)
+        for cb in self.callbacks:  # under DDP a callback that only writes (`rank_zero_only`) runs on rank 0 alone
+            if getattr(cb, 'rank_zero_only', False) and not is_rank_zero(): continue
+            getattr(cb, hook)(self, *args)
 
 # %% ../nbs/07_train.ipynb #265d2ae5
 @patch
@@ -320,6 +335,17 @@ def _loss(self: Trainer, outputs, targets) -> tuple[torch.Tensor, LossBreakdown 
     bd = breakdown(outputs, targets)
     if hasattr(self.criterion, 'last'): self.criterion.last = bd
     return bd.total, bd
+
+@patch
+def _forward(self: Trainer, model, x, y, metrics) -> tuple[dict | None, torch.Tensor, LossBreakdown | None]:
+    "`(outputs, loss, breakdown)` of one batch; with balanced DataParallel no outputs (the replicas counted the metrics)."
+    balanced = getattr(self, '_balanced', None)
+    if balanced is None:
+        outputs = model(x)
+        return (outputs, *self._loss(outputs, y))
+    bd = balanced.step(x, y, metrics)
+    if hasattr(self.criterion, 'last'): self.criterion.last = bd
+    return None, bd.total, bd
 
 @patch
 def _optimizer_step(self: Trainer):
@@ -347,13 +373,14 @@ def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 @patch(as_prop=True)
 def show_bars(self: Trainer) -> bool:
     "Show tqdm bars: with `progress`, unless a callback shows the progress itself (`shows_progress`, as the live plot does)."
-    return self.progress and not any(getattr(cb, 'shows_progress', False) for cb in self.callbacks)
+    return self.progress and is_rank_zero() and not any(getattr(cb, 'shows_progress', False) for cb in self.callbacks)
 
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
-    model, k = self.model, self.grad_accum_steps
+    model, k = getattr(self, '_train_module', None) or self.model, self.grad_accum_steps  # the DDP wrapper, when distributed
     model.train()
+    set_loader_epoch(self.train_loader, epoch)  # a sharded loader reshuffles alike on every process
     loss_sums = EpochLoss(skip_nonfinite=self.scaler.is_enabled())  # a float16 scaler skips overflowing steps itself
     metrics = FlowMetrics(self.flow) if self.train_metrics else None
     self._epoch_first_step = self.global_step + 1
@@ -367,13 +394,12 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
             group = k if n_batches is None else min(k, n_batches - i)
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
-            outputs = model(x)
-            loss, bd = self._loss(outputs, y)
+            outputs, loss, bd = self._forward(model, x, y, metrics)
         self.scaler.scale(loss / group).backward()
         if (i + 1) % k == 0 or i + 1 == n_batches: self._optimizer_step()
         self.global_step += 1
         loss_sums.update(bd, loss, _batch_size(y), step=self.global_step)
-        if metrics is not None: metrics.update(outputs, y)
+        if metrics is not None and outputs is not None: metrics.update(outputs, y)  # balanced replicas did it already
         if self.progress and (i + 1) % self.log_every == 0:  # a log point: one read of the loss and the flags together
             value, bad = torch.stack([loss.detach().float(), loss_sums.any_nonfinite().float()]).tolist()
             if self.show_bars: bar.set_postfix(loss=f'{value:.4g}')
@@ -399,15 +425,19 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     for j, (x, y) in enumerate(tqdm(loader, desc=prefix, leave=False, disable=not self.show_bars)):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
-            outputs = self.model(x)
-            loss, bd = self._loss(outputs, y)
+            outputs, loss, bd = self._forward(self.model, x, y, metrics)
         loss_sums.update(bd, loss, _batch_size(y), step=j + 1)
-        metrics.update(outputs, y)
+        if outputs is not None: metrics.update(outputs, y)
     return self._record(prefix, loss_sums, metrics, loader)
 
 @patch
 def _record(self: Trainer, prefix: str, loss_sums: EpochLoss, metrics: FlowMetrics | None, loader=None) -> dict:
-    total, per_task, _ = loss_sums.compute(getattr(self.criterion, 'weights', None))
+    if loader_is_sharded(loader):  # the loader read one process's share: sum the statistics over all of them
+        loss_sums.all_reduce()
+        if metrics is not None: metrics.all_reduce()
+    crit = self.criterion
+    weights = crit.effective_weights() if hasattr(crit, 'effective_weights') else getattr(crit, 'weights', None)
+    total, per_task, _ = loss_sums.compute(weights)
     self._check_finite(prefix, loss_sums)
     self._say_empty(prefix, loss_sums.empty, loader)
     scores = metrics.compute() if metrics is not None else {}
@@ -462,13 +492,54 @@ def _say_empty(self: Trainer, prefix: str, empty: list[str], loader):
                   f"meant to lack them lists them in FlowDataset(..., unlabelled=[...]). (Said once.)", NoSampleWarning,
                   stacklevel=4)
 
+# %% ../nbs/07_train.ipynb #8e92970f
+class _ModelAndLoss(nn.Module):
+    "The model and a loss with parameters, as one module for DDP (so the loss's learned weights are averaged too)."
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+    def forward(self, batch): return self.model(batch)
+
+@patch
+def _setup_distributed(self: Trainer):
+    "Under torchrun: start the process group, wrap the model in DDP, shard the loaders (nothing in a single process)."
+    self.device = init_distributed(self.device)
+    self._train_module = self._balanced = None
+    if self.balance_dataparallel_memory:
+        if is_distributed():
+            raise ValueError("balance_dataparallel_memory is for nn.DataParallel in one process; under torchrun every "
+                             "process already reduces its own share (DDP): leave it False")
+        model = self.model.module if isinstance(self.model, nn.DataParallel) else self.model
+        self._balanced = BalancedDataParallel(model.to(self.device), self.criterion, self.flow)
+    if not is_distributed(): return
+    self.model.to(self.device)
+    module = self.model
+    if isinstance(self.criterion, nn.Module) and any(True for _ in self.criterion.parameters()):
+        module = _ModelAndLoss(self.model, self.criterion.to(self.device))
+    ids = [self.device.index] if self.device.type == 'cuda' else None
+    self._train_module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    self.train_loader = shard_loader(self.train_loader, train=True, seed=self.seed or 0)
+    if self.valid_loader is not None: self.valid_loader = shard_loader(self.valid_loader, train=False)
+
+# %% ../nbs/07_train.ipynb #0de47f61
+@patch
+def _prepare_loss(self: Trainer):
+    "Move a module loss to the device; fit a FlowLoss's target scales on the training data set, once."
+    crit = self.criterion
+    if isinstance(crit, nn.Module): crit.to(self.device)
+    if getattr(crit, 'normalize', False) and not getattr(crit, 'scales_fitted', True):
+        data = getattr(self.train_loader, 'dataset', None)
+        if getattr(data, 'targets', None) is not None: crit.fit_scales(data)
+
 # %% ../nbs/07_train.ipynb #8dc043dc
 @patch
 def fit(self: Trainer, resume_from: str | os.PathLike | None = None,  # a checkpoint with training state: go on after its epoch
         ) -> History:
     "Train for `epochs` epochs (fewer if a callback stops it, or from a resumed epoch on); returns the `History`."
     if self.seed is not None: seed_everything(self.seed)
+    self._setup_distributed()
     self.model.to(self.device)
+    self._prepare_loss()
     self.history = History(monitor=self.monitor)
     self.stop_training, self.improved, self.best_epoch, self.best_score, self.epoch = False, False, None, None, 0
     self.restored_epoch, self.diverged, self._said_empty = None, False, set()
@@ -484,7 +555,7 @@ def fit(self: Trainer, resume_from: str | os.PathLike | None = None,  # a checkp
             if self.valid_loader is not None: record.update(self.validate())
             self.history.records.append(record)
             self._call('on_epoch_end', epoch, record)
-            if self.progress: tqdm.write(_summary(record, self))
+            if self.progress and is_rank_zero(): tqdm.write(_summary(record, self))
             if self.stop_training:
                 self.history.stopped_early = epoch + 1 < self.epochs
                 break
@@ -548,16 +619,19 @@ class Checkpoint(Callback):
                  last_path: str | os.PathLike | None = None):  # every epoch goes here, to resume from
         self.path, self.restore_best, self.last_path, self.state, self.thresholds = path, restore_best, last_path, None, None
     def on_epoch_end(self, trainer, epoch, record):
-        if self.last_path is not None and not trainer.diverged:  # a diverged epoch never replaces the last good one
+        writes = is_rank_zero()  # under DDP one process writes the files (every process holds the same weights)
+        if self.last_path is not None and not trainer.diverged and writes:  # a diverged epoch never replaces the last good one
             trainer.save_checkpoint(self.last_path, epoch)
         if not trainer.improved: return
         if self.path is None:
             self.state = {k: v.detach().to('cpu', copy=True) for k, v in trainer.model.state_dict().items()}
             self.thresholds = decoder_thresholds(trainer.flow)
-        else: trainer.save_checkpoint(self.path, epoch)
+        elif writes: trainer.save_checkpoint(self.path, epoch)
     def on_fit_end(self, trainer):
         if not self.restore_best or trainer.best_epoch is None: return
-        if self.path is not None: load_checkpoint(trainer.model, self.path, flow=trainer.flow)
+        if self.path is not None:
+            barrier()  # under DDP: wait until rank 0 has written the file
+            load_checkpoint(trainer.model, self.path, flow=trainer.flow)
         elif self.state is None:  # resumed past the best epoch, whose weights were only ever in the first run's memory
             warnings.warn(f"restore_best: the best epoch ({trainer.best_epoch}) was before the resumed checkpoint and "
                           f"its weights were kept in memory only; pass checkpoint_path= to keep them on disk")

@@ -55,19 +55,19 @@ def _prepare(scores, y_true, sample_weight=None, mask=None, label: str | None = 
         if w.shape != scores.shape: raise ValueError(f"sample_weight has shape {w.shape} but scores have shape {scores.shape}{at}")
     if n == 0: raise ValueError(f"no samples to tune on{at}: scores and y_true are empty")
     if not keep.any(): raise ValueError(f"no samples to tune on{at}: the mask selects 0 of {n}")
-    scores, y = scores[keep], y[keep]
+    if mask is not None: scores, y = scores[keep], y[keep]
     if not np.issubdtype(scores.dtype, np.number) and scores.dtype != bool: raise TypeError(f"scores must be numeric, got dtype {scores.dtype}{at}")
-    bad = ~np.isfinite(scores.astype(_score_dtype(scores)))
-    if bad.any():
+    if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(scores).all():  # integer scores are always finite
+        bad = ~np.isfinite(scores)
         where = np.flatnonzero(keep)[bad][:5].tolist()
         raise ValueError(f"scores contain {bad.sum()} NaN/inf value(s) among the used samples{at}, e.g. at indices {where}")
     if y.dtype != bool:
-        if not np.issubdtype(y.dtype, np.number) or not np.isin(y, (0, 1)).all():
+        if not np.issubdtype(y.dtype, np.number) or not ((y == 0) | (y == 1)).all():  # NaN fails both
             vals = pd.unique(y.ravel())[:6].tolist()
             raise ValueError(f"y_true must be binary (0/1 or bool){at}; found values {vals} (leave out missing labels with `mask`)")
     y = y.astype(bool)
     if w is not None:
-        w = w[keep].astype(np.float64)
+        w = (w[keep] if mask is not None else w).astype(np.float64)
         if not np.isfinite(w).all() or (w < 0).any(): raise ValueError(f"sample_weight must be finite and >= 0{at}")
         if w.sum() <= 0: raise ValueError(f"sample_weight sums to 0 over the used samples{at}")
     return scores, y, w
@@ -84,23 +84,57 @@ class ConfusionCurve:
 
     def __len__(self): return len(self.thresholds)
 
+def _float32_exact(scores: np.ndarray) -> np.ndarray | None:
+    "`scores` as float32 when that loses nothing (float16/32, and float64 or integers that round-trip), else None."
+    if scores.dtype in (np.float16, np.float32): return scores.astype(np.float32, copy=False)
+    s32 = scores.astype(np.float32)
+    return s32 if np.array_equal(s32, scores) else None
+
+def _descending_key(bits: np.ndarray) -> np.ndarray:
+    "uint32 keys whose ascending order is the descending order of the float32 values with these `bits` (self-inverse)."
+    negative = (bits.view(np.int32) >> 31).view(np.uint32)  # all ones for a negative float, 0 otherwise
+    return bits ^ (~negative & np.uint32(0x7FFFFFFF))  # positives: flip all but the sign; negatives: keep
+
+def _sorted_runs_f32(s32: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Distinct scores descending, and the samples and positives at or above each: `(scores, n_at_or_above, tp)`."
+    bits = (s32 + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0: one threshold, one run
+    key = _descending_key(bits).astype(np.uint64)
+    key <<= 1
+    key |= y  # the label rides in the lowest bit
+    key.sort()  # ascending keys = descending scores
+    last = np.r_[np.flatnonzero((key[1:] ^ key[:-1]) > 1), len(key) - 1]  # last index of each run of equal scores
+    labels = key.view(np.uint8)[0 if np.little_endian else 7::8] & np.uint8(1)  # each key's lowest byte: its label bit
+    tp = np.cumsum(labels, dtype=np.int64)[last]
+    distinct = _descending_key((key[last] >> 1).astype(np.uint32)).view(np.float32)
+    return distinct, last + 1, tp
+
 def _curve(scores: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> ConfusionCurve:
     "The confusion curve of already validated numpy inputs."
     dtype = _score_dtype(scores)
-    scores = scores.astype(dtype, copy=False)
-    order = np.argsort(scores, kind='stable')[::-1]  # descending
-    s, y = scores[order], y[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each run of tied scores
-    pos = y if w is None else y * w[order]
-    neg = ~y if w is None else (~y) * w[order]
-    zero = np.zeros(1, dtype=np.int64 if w is None else np.float64)
-    tp = np.r_[zero, np.cumsum(pos, dtype=zero.dtype)[last]]  # (k+1,)
-    fp = np.r_[zero, np.cumsum(neg, dtype=zero.dtype)[last]]
-    n_pos, n_neg = pos.sum(dtype=zero.dtype), neg.sum(dtype=zero.dtype)
-    fn, tn = n_pos - tp, n_neg - fp
-    if w is not None: fn, tn = np.maximum(fn, 0.), np.maximum(tn, 0.)  # float sums may undershoot by an ulp
-    top = np.nextafter(s[0], np.array(np.inf, dtype))
-    return ConfusionCurve(np.r_[top, s[last]].astype(dtype), tp, fp, fn, tn)
+    s32 = _float32_exact(scores) if w is None else None
+    if s32 is not None:  # one sort of 64-bit keys, no argsort: the fast path for model scores
+        distinct, seen, tp_runs = _sorted_runs_f32(s32, y)
+        zero = np.zeros(1, np.int64)
+        tp, fp = np.r_[zero, tp_runs], np.r_[zero, seen - tp_runs]  # (k+1,)
+        n_pos = tp[-1]
+        fn, tn = n_pos - tp, (len(y) - n_pos) - fp
+        s_top, distinct = distinct[0].astype(dtype), distinct.astype(dtype)
+    else:  # weights (or scores float32 can't hold): order by an argsort; order within ties doesn't matter
+        scores = scores.astype(dtype, copy=False)
+        order = np.argsort(scores)[::-1]  # descending
+        s, y = scores[order], y[order]
+        last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each run of tied scores
+        pos = y if w is None else y * w[order]
+        neg = ~y if w is None else (~y) * w[order]
+        zero = np.zeros(1, dtype=np.int64 if w is None else np.float64)
+        tp = np.r_[zero, np.cumsum(pos, dtype=zero.dtype)[last]]  # (k+1,)
+        fp = np.r_[zero, np.cumsum(neg, dtype=zero.dtype)[last]]
+        n_pos, n_neg = pos.sum(dtype=zero.dtype), neg.sum(dtype=zero.dtype)
+        fn, tn = n_pos - tp, n_neg - fp
+        if w is not None: fn, tn = np.maximum(fn, 0.), np.maximum(tn, 0.)  # float sums may undershoot by an ulp
+        s_top, distinct = s[0], s[last]
+    top = np.nextafter(s_top, np.array(np.inf, dtype))
+    return ConfusionCurve(np.r_[top, distinct].astype(dtype), tp, fp, fn, tn)
 
 def confusion_curve(scores,  # (n,) scores, higher means more positive; numpy array or torch tensor
                     y_true,  # (n,) binary labels (0/1 or bool)
@@ -161,13 +195,17 @@ def _count_metric(name: str, curve: ConfusionCurve, beta: float = 1.0) -> np.nda
     return fbeta_from_counts(*args, beta=beta) if name == 'fbeta' else COUNT_OBJECTIVES[name](*args)
 
 # %% ../nbs/01a_tuning.ipynb #16689015
-def midpoint_thresholds(curve: ConfusionCurve) -> np.ndarray:
+def midpoint_thresholds(curve: ConfusionCurve,
+                        rows: np.ndarray | None = None,  # which rows (default all); the tuner asks for the best one only
+                        ) -> np.ndarray:
     "Thresholds splitting the tuning data as each row of `curve` does, midway between neighbouring distinct scores."
     t = curve.thresholds  # (k+1,) top, s_1 > ... > s_k
-    hi, lo = t[1:-1], t[2:]  # s_i and the next lower s_{i+1}
+    rows = np.arange(len(t)) if rows is None else np.asarray(rows)
+    inner = (rows > 0) & (rows < len(t) - 1)  # the ends keep their own value: nothing / everything positive
+    hi, lo = t[rows], t[np.minimum(rows + 1, len(t) - 1)]  # s_i and the next lower s_{i+1}
     mid = (hi.astype(np.float64) / 2 + lo.astype(np.float64) / 2).astype(t.dtype)  # halves: no overflow near float max
     mid = np.where((mid > lo) & (mid <= hi), mid, hi)  # adjacent floats: keep s_i
-    return np.r_[t[:1], mid, t[-1:]].astype(t.dtype)
+    return np.where(inner, mid, hi).astype(t.dtype)
 
 # %% ../nbs/01a_tuning.ipynb #d5c8d508
 _TIE_TOL = 1e-12
@@ -231,7 +269,7 @@ class ThresholdResult:
     threshold: float  # the tuned threshold
     score: float  # the objective's value at `threshold` on the tuning data
     objective: str  # the objective's name ('f1', 'recall', or the callable's __name__)
-    curve: pd.DataFrame = field(repr=False)  # one row per candidate threshold, highest first
+    curve: pd.DataFrame = field(repr=False)  # one row per candidate threshold, highest first (given as a builder: made on first read)
     constraint: list = field(default_factory=list)  # the (metric, op, value) triples that were enforced
     label: str | None = None  # the label's name, for multilabel results
     confusion: ConfusionCurve | None = field(default=None, repr=False)  # counts at every distinct score (all rows, even for a callable)
@@ -258,6 +296,12 @@ class ThresholdResult:
         return dict(tp=c.tp[rows], fp=c.fp[rows], fn=c.fn[rows], tn=c.tn[rows])
     _ascending = None  # cached by `counts_at`
 
+def _curve_table(self: ThresholdResult) -> pd.DataFrame:
+    if callable(self._curve): self._curve = self._curve()  # a builder: the DataFrame is made once, when first read
+    return self._curve
+def _set_curve_table(self: ThresholdResult, value): self._curve = value
+ThresholdResult.curve = property(_curve_table, _set_curve_table, doc="One row per candidate threshold, highest first.")
+
 def _plain_count(v): return int(v) if float(v).is_integer() else float(v)
 
 def _check_args(objective, beta, constraint, max_candidates):
@@ -274,23 +318,25 @@ def _tune(scores, y, w, objective, beta, constraint, max_candidates, label=None)
     "Tune on already validated numpy inputs."
     constraints = _parse_constraints(constraint)
     curve = _curve(scores, y, w)
-    thresholds = midpoint_thresholds(curve)
-    rows = np.arange(len(curve))
     if callable(objective):
         name = getattr(objective, '__name__', type(objective).__name__)
         rows = _candidate_rows(curve, scores, max_candidates)
-        values = _callable_values(objective, curve, rows, scores, y, w, thresholds)
-    else: name, values = objective, _count_metric(objective, curve, beta)  # a name, checked by `_check_args`
+        values = _callable_values(objective, curve, rows, scores, y, w, midpoint_thresholds(curve))
+    else: name, rows, values = objective, None, _count_metric(objective, curve, beta)  # a name, checked by `_check_args`
     feasible, cvals = _feasible(curve, constraints, beta)
-    best = _best_row(values, feasible[rows])
-    cols = dict(threshold=thresholds, tp=curve.tp, fp=curve.fp, fn=curve.fn, tn=curve.tn,
-                precision=precision_from_counts(curve.tp, curve.fp, curve.fn, curve.tn),
-                recall=recall_from_counts(curve.tp, curve.fp, curve.fn, curve.tn),
-                f1=f1_from_counts(curve.tp, curve.fp, curve.fn, curve.tn))
-    cols.update({k: v for k, v in cvals.items() if k not in cols})
-    df = pd.DataFrame({k: v[rows] for k, v in cols.items()})
-    df['objective'], df['feasible'] = values, feasible[rows]
-    return ThresholdResult(float(thresholds[rows[best]]), float(values[best]), name, df, constraints, label, curve)
+    best = _best_row(values, feasible if rows is None else feasible[rows])
+    best_row = best if rows is None else int(rows[best])
+    threshold = float(midpoint_thresholds(curve, [best_row])[0])
+    def table() -> pd.DataFrame:  # built on first read of `.curve`: one row per candidate, the tuner itself needs none
+        keep = slice(None) if rows is None else rows
+        counts = (curve.tp, curve.fp, curve.fn, curve.tn)
+        cols = dict(threshold=midpoint_thresholds(curve, rows), tp=curve.tp, fp=curve.fp, fn=curve.fn, tn=curve.tn,
+                    precision=precision_from_counts(*counts), recall=recall_from_counts(*counts), f1=f1_from_counts(*counts))
+        cols.update({k: v for k, v in cvals.items() if k not in cols})
+        df = pd.DataFrame({k: (v if k == 'threshold' else v[keep]) for k, v in cols.items()})
+        df['objective'], df['feasible'] = values, feasible[keep]
+        return df
+    return ThresholdResult(threshold, float(values[best]), name, table, constraints, label, curve)
 
 def tune_threshold(scores,  # (n,) scores, higher means more positive; numpy array or torch tensor
                    y_true,  # (n,) binary labels (0/1 or bool)

@@ -67,3 +67,42 @@ def test_train_and_eval_steps_never_sync():
     finally:
         torch.cuda.set_sync_debug_mode('default')
     assert torch.isfinite(loss).item()
+
+
+def test_fused_flow_step_never_syncs():
+    """The walkthrough flow (fused binary heads and box regressions, preconditions, multilabel, classification), a
+    learned loss weighting and the default variance scales: forward, loss, backward, optimizer step and fused metric
+    updates (train and eval) under `set_sync_debug_mode('error')`."""
+    from dnn_cool import FlowNet, UncertaintyWeighting
+    from dnn_cool.synthetic import make_synthetic, synthetic_project
+    flow = synthetic_project().flows['full_flow']
+    data = make_synthetic(256, seed=0)
+    ds = FlowDataset(flow, {'features': torch.randn(256, 64)}, data.labels)
+    x, y = to_device(ds[list(range(256))], 'cuda')
+    model = FlowNet(None, flow.torch(in_features={'features': 64})).cuda()
+    assert any(g.fused for g in model.flow_module.groups)
+    crit = flow.get_loss(weighting=UncertaintyWeighting(flow)).fit_scales(ds).cuda()
+    opt = torch.optim.Adam([*model.parameters(), *crit.parameters()], lr=1e-3)
+    metrics = FlowMetrics(flow)
+
+    def step():
+        model.train()
+        out = model(x)
+        loss = crit(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        metrics.update(out, y)
+        model.eval()
+        with torch.no_grad():
+            metrics.update(model(x), y)
+        return loss
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        loss = step()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert torch.isfinite(loss).item()
