@@ -4,8 +4,9 @@ and an API reference; no page asks the network for anything (no CDN script, styl
 The notebooks go through the same preparation as `nbdev_docs` (nbdev's processors: `show_doc` for every exported name,
 doc links, hidden cells removed), so this build also checks that nbdev's own quarto path can prepare them. Notebooks
 saved without outputs (the library's notebooks) are executed first, in the plain shell nbdev_test uses, so their
-examples show results; notebooks saved with outputs (the walkthroughs) are shown as saved. Widgets show their static
-views: every dnn_cool widget output carries one.
+examples show results; notebooks saved with outputs (the walkthroughs, run at full size) are executed too, as a test
+(at their small `IN_TEST` size), and shown as saved. Widgets show their static views: every dnn_cool widget output
+carries one.
 
 usage: python .ci/build_docs.py [--out _docs] [--workers 2] [--only NAME ...]
 """
@@ -252,7 +253,7 @@ def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
     names = sorted(p.name for p in NBS.glob('*.ipynb'))
     if only: names = [n for n in names if any(o in n for o in only)]
     raw = {n: json.loads((NBS / n).read_text()) for n in names}
-    to_run = [str(NBS / n) for n in names if not _has_outputs(raw[n])]
+    to_run = [str(NBS / n) for n in names]  # every notebook runs: this is also the notebook test run
     executed, failures, timings = {}, [], {}
     # one fresh process per notebook (spawned: a notebook must not inherit another's state, nor a forked torch)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as pool:
@@ -264,7 +265,7 @@ def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
         for path, err in failures: sys.stderr.write(f'\n==== {path} failed:\n{err}\n')
         raise SystemExit(f'{len(failures)} notebook(s) failed: {[Path(p).name for p, _ in failures]}')
     os.chdir(REPO)
-    processed = {n: process(executed.get(n, raw[n]), n) for n in names}
+    processed = {n: process(raw[n] if _has_outputs(raw[n]) else executed[n], n) for n in names}  # saved outputs win
     renderer = Renderer(_site_url())
     pages = []
     for n in names:
