@@ -107,6 +107,8 @@ class Renderer:
         out = out.replace(f'href="{self.site_url}', 'href="')  # doc links stay inside this site
         out = re.sub(r'(<h[1-6] id=")([^"]+)(")', lambda m: m.group(1) + m.group(2).lower() + m.group(3), out)
         out = re.sub(r'(src|href)="(\.\./)?static/', r'\1="static/', out)  # README pictures live in static/
+        # links to a notebook (the README's `nbs/30_walkthrough.ipynb`) go to its page
+        out = re.sub(r'href="(?:\./)?(?:nbs/)?([\w.-]+)\.ipynb(#[^"]*)?"', lambda m: f'href="{page_name(m.group(1) + ".ipynb")}{m.group(2) or ""}"', out)
         return out.replace('<a class="anchor-link"', '<a class="anchor"')
 
     def code(self, src: str) -> str:

@@ -52,3 +52,23 @@ def test_a_collapsed_tree_expands_and_the_flow_graph_is_drawn(site, browser):
     graph.wait_for()
     assert graph.evaluate('s => s.querySelectorAll("rect, path, line").length') > 10
     page.assert_clean()
+
+
+def test_walkthroughs_open_in_colab_and_the_readme_links_reach_them(site, browser):
+    page = Page(browser.new_context().new_page())
+    walkthroughs = sorted((REPO / 'nbs').glob('3[0-9]_*.ipynb'))
+    assert len(walkthroughs) >= 5, [p.name for p in walkthroughs]
+    for nb in walkthroughs:
+        name = nb.stem.split('_', 1)[1] + '.html'
+        page.goto((site / name).as_uri())
+        badge = page.locator('main a[href^="https://colab.research.google.com/github/dnn-cool/dnn_cool/blob/main/nbs/"] img')
+        assert badge.count() == 1, f'{name}: no Open in Colab badge'
+        assert badge.evaluate('i => i.complete && i.naturalWidth > 0'), f'{name}: the badge image did not load'
+        href = page.locator('main a[href^="https://colab.research.google.com"]').first.get_attribute('href')
+        assert href.endswith(f'/nbs/{nb.name}'), href  # the badge opens this notebook, not another
+        assert page.locator('main .cell .outs').count() > 3, f'{name}: saved without outputs?'
+    page.goto((site / 'index.html').as_uri())
+    linked = page.eval_on_selector_all('main a[href$=".html"]', 'els => els.map(e => e.getAttribute("href"))')
+    for nb in walkthroughs:
+        assert nb.stem.split('_', 1)[1] + '.html' in linked, f'the README does not link {nb.name}'
+    page.assert_clean()
