@@ -273,6 +273,7 @@ class Project:
     def __init__(self, tasks: Iterable[ITask] = ()):
         self.tasks: dict[str, ITask] = {}
         self.flows: dict[str, TaskFlow] = {}
+        self._stale: set[str] = set()  # flows already warned about as holding an old version of a flow they use
         self.add_tasks(tasks)
 
     def add_task(self, task: ITask) -> ITask:
@@ -288,7 +289,11 @@ class Project:
 
     def add_flow(self, func: Callable | None = None, *, name: str | None = None):
         "Decorator: trace `func(flow, x, out)` once into a `TaskFlow` (usable with or without parentheses)."
-        if func is None: return lambda f: self.add_flow(f, name=name)
+        if func is None: return lambda f: self._trace(f, name)
+        return self._trace(func, name)
+
+    def _trace(self, func: Callable, name: str | None) -> TaskFlow:
+        "`add_flow`'s work, called from it or from its decorator (so a warning points at the user's definition)."
         name = name or func.__name__
         if name in self.tasks: raise ValueError(f"a task named '{name}' is already in the project")
         stale = _holders(self, name)  # flows traced with the version about to be replaced
@@ -299,9 +304,10 @@ class Project:
         if not out._nodes: raise FlowDefinitionError(f"flow '{name}' adds nothing to out")
         flow = TaskFlow(name, list(out._nodes.values()))
         self.flows[name] = flow
-        if stale:
+        warned, self._stale = self._stale, (self._stale | set(stale)) - {name}  # `name` is traced afresh now
+        if set(stale) - warned:  # redefining the holders, as the warning asks, warns no more
             warnings.warn(f"flow '{name}' is redefined, but flows traced before still hold its old version: {stale}; "
-                          f"define them again, in that order, to use the new '{name}'", FlowRedefinedWarning, stacklevel=2)
+                          f"define them again, in that order, to use the new '{name}'", FlowRedefinedWarning, stacklevel=3)
         return flow
 
     def __getitem__(self, name):
