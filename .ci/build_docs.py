@@ -157,14 +157,14 @@ class Renderer:
 
 
 def frontmatter(nb: dict) -> dict:
-    "The title/description nbdev's FrontmatterProc put in the first raw cell."
+    "The title/description nbdev's FrontmatterProc put in the first raw cell (YAML between `---` lines)."
+    import yaml
     for c in nb['cells']:
-        if c['cell_type'] == 'raw' and _text(c['source']).startswith('---'):
-            out = {}
-            for line in _text(c['source']).splitlines():
-                m = re.match(r'^(\w[\w-]*):\s*(.*)$', line)
-                if m: out[m.group(1)] = m.group(2).strip().strip("'\"").replace("''", "'")
-            return out
+        src = _text(c['source'])
+        if c['cell_type'] == 'raw' and src.startswith('---'):
+            body = src.strip().strip('-').strip()
+            data = yaml.safe_load(body) or {}
+            return {k: str(v) for k, v in data.items() if isinstance(k, str)}
     return {}
 
 

@@ -132,7 +132,7 @@ THRESHOLDS_CSS = ('.dnn-cool.thresholds{font-family:system-ui,-apple-system,"Seg
 
 # %% ../../nbs/20e_views.thresholds.ipynb #f2469107
 _RESULT_FIELDS = {'threshold', 'score', 'objective', 'curve', 'constraint', 'label', 'confusion'}
-_RESULTS_ATTRS = {'flow', 'objective', 'source', 'applied'}
+_RESULTS_ATTRS = {'flow', 'objective', 'source', 'applied', 'kept'}  # shown by name; others as `name: value`
 
 def _entries(results: Mapping) -> list[tuple[tuple[str, int | None], ThresholdResult]]:
     "`((path, label index or None), result)` for every threshold of `results`, in order."
@@ -214,6 +214,10 @@ def header_html(self: ThresholdsView) -> str:
     bits.append(f'{len(self.entries)} threshold{"s" if len(self.entries) != 1 else ""}')
     extra = {k: v for k, v in vars(r).items() if not k.startswith('_') and k not in _RESULTS_ATTRS} if hasattr(r, '__dict__') else {}
     notes = ''.join(f'<div class="muted">{esc(k)}: {esc(_short(v, 200))}</div>' for k, v in extra.items())
+    kept = getattr(r, 'kept', None) or {}
+    if kept:  # tuned on too few samples of a class: the current threshold stayed (tune's min_per_class)
+        said = '; '.join(f'{p}: {_short(why, 120)}' for p, why in kept.items())
+        notes += f'<div class="muted kept">current threshold kept (too few samples to trust the tuned one): {esc(said)}</div>'
     return (f'<div class="title">Thresholds{" of " + esc(name) if name else ""}</div>'
             f'<div class="muted">{" · ".join(bits)}</div>{notes}')
 

@@ -43,9 +43,9 @@ def test_every_page_loads_offline_from_the_sidebar(site, browser):
 def test_a_collapsed_tree_expands_and_the_flow_graph_is_drawn(site, browser):
     page = Page(browser.new_context().new_page())
     page.goto((site / 'views.explanations.html').as_uri())
-    closed = page.locator('main details:not([open])').first
-    closed.wait_for(state='attached')
-    closed.locator('summary').first.click()
+    page.locator('main details:not([open])').first.wait_for(state='attached')
+    closed = page.locator('main details:not([open])').first.element_handle()  # a handle: the locator would move on once it opens
+    closed.query_selector(':scope > summary').click()
     assert closed.evaluate('d => d.open')
     page.goto((site / 'views.flow.html').as_uri())
     graph = page.locator('main svg').first
