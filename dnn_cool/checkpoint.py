@@ -91,9 +91,9 @@ def flow_structure(flow: TaskFlow, model: nn.Module | None = None) -> dict:
     "The flow as JSON: nodes with their inputs, preconditions and tasks (types, keywords, head sizes from `model`)."
     flow = as_flow(flow, 'flow_structure')
     module = _flow_module(model) if model is not None else None
-    def heads(path):
-        head = None if module is None else module.head(path)
-        return getattr(head, 'in_features', None)
+    def heads(path):  # the size the head was built for: a custom head module need not have `in_features`
+        if module is None: return None
+        return getattr(module, 'head_in_features', {}).get(path) or getattr(module.head(path), 'in_features', None)
     def visit(f, prefix):
         nodes = []
         for n in f.nodes:
@@ -338,7 +338,7 @@ def _build_flow(s: dict, path: str, where) -> TaskFlow:
         else:
             t = n['task']
             if t['type'] not in TASK_TYPES:
-                raise CheckpointError(f"{where}: task '{p}' is a {t['type']}, which load_flow doesn't know; rebuild it "
+                raise CheckpointError(f"{where}: task '{p}' has type {t['type']}, which load_flow doesn't know; rebuild it "
                                       f"with its code, or register_task_type({t['type']}) first")
             if t['custom_head'] or t['spec'] is None:
                 why = 'a custom head module' if t['custom_head'] else 'no spec() to rebuild it from'

@@ -30,9 +30,9 @@ class FlowModule(nn.Module):
         super().__init__()
         self.flow, self.graph = flow, flow.graph
         in_features = dict(in_features or {})
-        heads = {}
+        heads, self.head_in_features = {}, {}  # task path -> the input size its head was built for (checkpoints record it)
         for node in self.graph.nodes:
-            size = getattr(node.task, 'inputs', None) or in_features.get(node.input_key)
+            size = self.head_in_features[node.path] = getattr(node.task, 'inputs', None) or in_features.get(node.input_key)
             try: heads[_module_key(node.path)] = node.task.make_head(size)
             except ValueError as e:
                 raise ValueError(f"task '{node.path}' reads x.{node.input_key}, whose size is unknown: pass an example "
