@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Hashable, Iterable, Mapping
 
 import numpy as np
@@ -67,7 +68,7 @@ class TaskGroup:
     nodes: tuple  # of TaskNode, in flow order; all read `input_key` and share one fusion key (or there is one)
     _cache: dict = field(default_factory=dict, repr=False)  # per-device threshold tensors
 
-    @property
+    @cached_property  # read for every group at every step: computed once (cached_property writes past the frozen dataclass)
     def paths(self) -> tuple[str, ...]: return tuple(n.path for n in self.nodes)
     @property
     def input_key(self) -> str: return self.nodes[0].input_key
