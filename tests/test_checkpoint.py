@@ -23,6 +23,7 @@ from dnn_cool.module import FlowModule
 from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask)
 from dnn_cool.train import Callback, FlowNet, Trainer
+from walkthrough import toy_data, toy_flow
 
 
 def every_type_flow(num_classes=3):
@@ -121,31 +122,8 @@ class Interrupt(Callback):
         if trainer.epoch == self.at and step - trainer._epoch_first_step == 1: raise KeyboardInterrupt
 
 
-def toy_flow():
-    p = Project([BinaryClassificationTask('is_positive'), ClassificationTask('kind', num_classes=3),
-                 BoundedRegressionTask('size', 0, 10)])
-
-    @p.add_flow
-    def toy(flow, x, out):
-        out += flow.is_positive(x.features)
-        out += flow.kind(x.features) | out.is_positive
-        out += flow.size(x.features) | out.is_positive
-        return out
-    return toy
-
-
-def toy_data(flow, n, seed):
-    g = np.random.default_rng(seed)
-    x = g.normal(size=(n, 8)).astype(np.float32)
-    positive = x[:, 0] > 0
-    labels = pd.DataFrame({'is_positive': positive, 'kind': pd.array(x[:, 1:4].argmax(1), dtype='Int64'),
-                           'size': 10 / (1 + np.exp(-2 * x[:, 4].astype(np.float64)))})
-    labels.loc[~positive, ['kind', 'size']] = None
-    return FlowDataset(flow, {'features': torch.from_numpy(x)}, labels)
-
-
 FLOW = toy_flow()
-TRAIN, VALID = toy_data(FLOW, 256, 0), toy_data(FLOW, 128, 1)
+TRAIN, VALID = toy_data(FLOW, 256, 0, missing=0), toy_data(FLOW, 128, 1, missing=0)
 
 
 def resumable_trainer(loader_generator: bool, scheduler: str, **kwargs):

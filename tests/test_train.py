@@ -19,32 +19,7 @@ from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, Cla
 from dnn_cool.tasks import task_threshold
 from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, thresholds_path
 from dnn_cool.tuning import load_thresholds
-
-
-def toy_flow():
-    project = Project([BinaryClassificationTask('is_positive'), ClassificationTask('kind', num_classes=3),
-                       BoundedRegressionTask('size', 0, 10)])
-
-    @project.add_flow
-    def toy(flow, x, out):
-        out += flow.is_positive(x.features)
-        out += flow.kind(x.features) | out.is_positive
-        out += flow.size(x.features) | out.is_positive
-        return out
-    return toy
-
-
-def toy_data(flow, n, seed=0, missing=0.1):
-    g = np.random.default_rng(seed)
-    x = g.normal(size=(n, 8)).astype(np.float32)
-    positive = x[:, 0] > 0
-    labels = pd.DataFrame({'is_positive': pd.array(positive, dtype='boolean'),
-                           'kind': pd.array(x[:, 1:4].argmax(1), dtype='Int64'),
-                           'size': 10 / (1 + np.exp(-2 * x[:, 4].astype(np.float64)))})
-    labels.loc[~positive, ['kind', 'size']] = None
-    drop = g.random((n, 3)) < missing
-    for j, c in enumerate(labels.columns): labels.loc[drop[:, j], c] = None
-    return FlowDataset(flow, {'features': torch.from_numpy(x)}, labels)
+from walkthrough import toy_data, toy_flow
 
 
 FLOW = toy_flow()
