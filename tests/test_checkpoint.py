@@ -4,7 +4,6 @@ import copy
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +15,6 @@ import dnn_cool.checkpoint as checkpoint_module
 from dnn_cool.checkpoint import (CheckpointError, load_checkpoint, load_flow, read_checkpoint, save_checkpoint,
                                  structure_diff, flow_structure, thresholds_path)
 from dnn_cool.core import seed_everything
-from dnn_cool.data import FlowDataset
 from dnn_cool.evaluation import collect_predictions, predict
 from dnn_cool.flow import Project, decoder_thresholds, set_decoder_thresholds
 from dnn_cool.module import FlowModule

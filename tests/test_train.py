@@ -14,8 +14,8 @@ import dnn_cool.module  # noqa: F401  (flow.torch)
 from dnn_cool.data import FlowDataset
 from dnn_cool.core import seed_everything
 from dnn_cool.flow import Project, decoder_thresholds
-from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
-                            MultilabelClassificationTask, RegressionTask)
+from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, MultilabelClassificationTask,
+                            RegressionTask)
 from dnn_cool.tasks import task_threshold
 from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, thresholds_path
 from dnn_cool.tuning import load_thresholds
