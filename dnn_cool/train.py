@@ -672,9 +672,12 @@ def _resume(self: Trainer, path) -> int:
         has = lambda s: 'a scheduler' if s is not None else 'no scheduler'
         raise CheckpointError(f"{path} was saved by a run with {has(training['scheduler'])}; this trainer has "
                               f"{has(self.scheduler)}: build it as the run that was saved")
+    weights, thresholds = {k: v.detach().clone() for k, v in self.model.state_dict().items()}, decoder_thresholds(self.flow)
     _apply_checkpoint(self.model, ckpt, self.flow)
-    try: self.optimizer.load_state_dict(training['optimizer'])
+    try: self.optimizer.load_state_dict(training['optimizer'])  # checks the groups before it changes anything
     except (ValueError, KeyError) as e:
+        self.model.load_state_dict(weights)  # a refused resume leaves the model as it was
+        set_decoder_thresholds(self.flow, thresholds)
         raise CheckpointError(f"{path}: its optimizer state doesn't fit this optimizer ({e}); build the optimizer "
                               f"(and its parameter groups) as in the run that was saved") from e
     if self.scheduler is not None: self.scheduler.load_state_dict(training['scheduler'])

@@ -168,7 +168,7 @@ def test_resume_is_refused_when_the_run_does_not_match(tmp_path):
     resumable_trainer(False, 'step', epochs=1, last_checkpoint_path=last).fit()
     t = resumable_trainer(False, 'step')
     t.optimizer = torch.optim.SGD(t.model.parameters(), lr=0.1)  # one group instead of three
-    before = copy.deepcopy(t.model.state_dict())
+    before, refused = copy.deepcopy(t.model.state_dict()), t
     with pytest.raises(CheckpointError, match=f"{last}: its optimizer state doesn't fit this optimizer"): t.fit(resume_from=last)
     t = resumable_trainer(False, 'step')
     t.scheduler = None
@@ -178,6 +178,7 @@ def test_resume_is_refused_when_the_run_does_not_match(tmp_path):
     with pytest.raises(CheckpointError, match=f"{weights_only} holds weights but no training state to resume from"):
         resumable_trainer(False, 'step').fit(resume_from=weights_only)
     assert before.keys() == t.model.state_dict().keys()
+    for k, v in refused.model.state_dict().items(): assert torch.equal(before[k], v), k  # the refused resume changed nothing
 
 
 def test_the_best_checkpoint_holds_the_best_epoch_and_never_a_diverged_one(tmp_path):
