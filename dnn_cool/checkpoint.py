@@ -5,6 +5,7 @@
 # %% ../nbs/07a_checkpoint.ipynb #3c472a48
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -24,7 +25,7 @@ from fastcore.basics import patch
 
 import dnn_cool
 from .flow import (ALL_INPUTS, And, Condition, FlowNode, Not, Or, Ref, TaskFlow, as_flow, decoder_thresholds,
-                           set_decoder_thresholds, _checked_thresholds)
+                           rebase_condition, set_decoder_thresholds, _checked_thresholds)
 from .module import FlowModule, find_flow
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, threshold_labels)
@@ -47,19 +48,14 @@ def replace_atomically(path: str | os.PathLike,
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
-        with _suppress(): os.unlink(tmp)
+        with contextlib.suppress(OSError): os.unlink(tmp)  # best-effort clean-up
         raise
     if hasattr(os, 'O_DIRECTORY'):  # and the rename itself survives a power cut
-        with _suppress():
+        with contextlib.suppress(OSError):  # best effort: not every file system lets a directory be fsynced
             dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try: os.fsync(dfd)
             finally: os.close(dfd)
     return path
-
-class _suppress:
-    "Ignore OSError (best-effort clean-up)."
-    def __enter__(self): return self
-    def __exit__(self, kind, value, tb): return kind is not None and issubclass(kind, OSError)
 
 def thresholds_path(path: str | os.PathLike) -> Path:
     "Where a checkpoint's thresholds are also written as JSON: `<path>.thresholds.json`."
@@ -116,7 +112,7 @@ def flat_structure(structure: dict) -> dict[str, dict]:
         for n in s['nodes']:
             path = prefix + n['name']
             cond = _condition_from_json(n['condition'])
-            conds = inherited + ((_rebase(cond, prefix),) if cond is not None else ())
+            conds = inherited + ((rebase_condition(cond, prefix),) if cond is not None else ())
             if 'flow' in n:
                 inner = n['flow']
                 keys = list(dict.fromkeys(k for k in _input_keys(inner)))
@@ -138,11 +134,6 @@ def _input_keys(s) -> list[str]:
     keys = []
     for n in s['nodes']: keys += _input_keys(n['flow']) if 'flow' in n and n['input'] == ALL_INPUTS else [n['input']]
     return keys
-
-def _rebase(cond, prefix):
-    if isinstance(cond, Ref): return Ref(prefix + cond.path)
-    if isinstance(cond, Not): return Not(_rebase(cond.cond, prefix))
-    return type(cond)(tuple(_rebase(c, prefix) for c in cond.conds))
 
 # %% ../nbs/07a_checkpoint.ipynb #9fc628a2
 def structure_diff(saved: dict,  # `flow_structure` of the checkpoint's flow
@@ -351,7 +342,11 @@ def _build_flow(s: dict, path: str, where) -> TaskFlow:
 
 def load_flow(path: str | os.PathLike) -> TaskFlow:
     "The flow a checkpoint was saved from, rebuilt from the file alone (predefined or registered task types), with its thresholds."
-    ckpt = read_checkpoint(path)
+    return _flow_from(read_checkpoint(path))
+
+def _flow_from(ckpt: dict) -> TaskFlow:
+    "The flow of a checkpoint read by `read_checkpoint`."
+    path = ckpt['path']
     if not ckpt['meta']: raise CheckpointError(f"{path} was written before checkpoints held the flow's structure: rebuild the flow with its code")
     flow = _build_flow(ckpt['meta']['flow'], '', path)
     set_decoder_thresholds(flow, ckpt['thresholds'])
@@ -360,7 +355,8 @@ def load_flow(path: str | os.PathLike) -> TaskFlow:
 @patch(cls_method=True)
 def from_checkpoint(cls: FlowModule, path: str | os.PathLike, map_location='cpu') -> FlowModule:
     "The flow module saved in `path`, rebuilt with its flow, weights and thresholds, in eval mode."
-    ckpt, flow = read_checkpoint(path, map_location), load_flow(path)
+    ckpt = read_checkpoint(path, map_location)  # read once: the flow and the weights come from the same dict
+    flow = _flow_from(ckpt)
     prefix = ckpt['meta'].get('module_prefix', '')
     state = {k[len(prefix):]: v for k, v in ckpt['state_dict'].items() if k.startswith(prefix)}
     others = [k for k in ckpt['state_dict'] if not k.startswith(prefix)]
