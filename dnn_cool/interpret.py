@@ -123,11 +123,12 @@ def best_worst_inputs(model: torch.nn.Module,  # the flow's module (or one retur
     if loader_is_sharded(loader):  # under DDP: every process's candidates, ranked again, and every process's counts
         all_reduce_sum_(list(counts.values()))
         for tops in (best, worst):
-            for p, top in tops.items():
-                if top.keys is not None:
-                    merged = RunningTopK(top.k, top.largest)
-                    merged.update(*(all_gather_cat(t) for t in (top.keys, top.values, top.ids)))
-                    tops[p] = merged
+            for p, top in tops.items():  # every process gathers, also one with no candidate (else the others would wait)
+                none = torch.zeros(0, device=counts[p].device)
+                parts = (top.keys, top.values, top.ids) if top.keys is not None else (none, none, none.long())
+                merged = RunningTopK(top.k, top.largest)
+                merged.update(*(all_gather_cat(t) for t in parts))
+                tops[p] = merged
     out = Interpretation()
     for p in graph.paths:
         count = int(counts[p])

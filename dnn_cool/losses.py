@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
+from .distributed import is_distributed, world_size
 from .flow import FlowGraph, TaskFlow
 from .fusion import TaskGroup, fusion_groups
 from .tasks import PerDevice
@@ -120,18 +121,18 @@ def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, preconditio
         if target.shape[0] != lo.shape[0]: return None
         mask = group.stack(precondition) & group.available(target)  # (bs, n)
         losses = torch.where(mask, group.sample_losses(lo, target), 0.0).float()  # (bs, n)
+    except torch.OutOfMemoryError: raise  # not a shape problem: task by task would only run out of memory again
     except (RuntimeError, ValueError): return None  # task by task instead, whose error names the task at fault
     return losses.sum(0), mask.sum(0).float(), losses, mask
 
 def _denominator(self: FlowLoss, counts: torch.Tensor) -> torch.Tensor:
     "What each task's loss sum is divided by: its count, or under DDP in training its count over all processes / world size."
-    dist = torch.distributed
     use = self.global_counts
     if use is None: use = torch.is_grad_enabled()  # training: the gradient DDP averages must be the global mean's
-    if not (use and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return counts.clamp_min(1)
+    if not (use and is_distributed()): return counts.clamp_min(1)
     total = counts.detach().clone()
-    dist.all_reduce(total)  # one small collective per step: (n_tasks,) counts
-    return total.clamp_min(1) / dist.get_world_size()
+    torch.distributed.all_reduce(total)  # one small collective per step: (n_tasks,) counts
+    return total.clamp_min(1) / world_size()
 
 def _multipliers(self: FlowLoss, device) -> torch.Tensor:
     "`weight x scale` of each task, in `order`, as a tensor on `device` (copied there once per values and device)."

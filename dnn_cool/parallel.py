@@ -42,13 +42,23 @@ class ReplicaReduction(nn.Module):
                  metrics: bool = True):  # also the metric statistics (FlowMetrics with mode 'gt')
         super().__init__()
         self.model, self.criterion, self.flow, self.metrics = model, criterion, find_flow(model, flow), metrics
+        self._per_device = {}  # device -> FlowMetrics; DataParallel's replicas share this dict (a shallow copy of ours)
+
+    def _metrics_on(self, device) -> FlowMetrics:
+        "This device's FlowMetrics, built once and zeroed for each batch (a new one would copy its state to the device)."
+        m = self._per_device.get(device)
+        if m is None: m = self._per_device[device] = FlowMetrics(self.flow)
+        else:
+            for tm in m.metrics.values():
+                for v in (tm.state.values() if tm is not None else ()): v.zero_()  # statistics are additive: 0 is empty
+        return m
 
     def forward(self, x: Mapping, y: Mapping, metrics: bool | None = None) -> dict[str, torch.Tensor]:  # None: self.metrics
         out = self.model(x)
         bd = self.criterion.breakdown(out, y)
         rows = {'sums': bd.sums[None], 'counts': bd.count_vector[None]}  # (1, n_tasks): one row per replica
         if self.metrics if metrics is None else metrics:
-            m = FlowMetrics(self.flow)
+            m = self._metrics_on(bd.sums.device)
             m.update(out, y)
             rows['metric_statistics'] = metric_statistics(m)[None]  # (1, n_statistics)
         return rows
