@@ -241,13 +241,6 @@ def _trusted(self: FlowDecoder, results: Mapping, min_per_class: int) -> tuple[d
     return apply, kept
 
 # %% ../nbs/09a_decoder.ipynb #71da1547
-def _sample_counts(x: ThresholdResult) -> tuple:
-    "`(num_samples, num_positive, num_negative)`, from the curve when a result carries no confusion counts."
-    if x.confusion is not None: return x.num_samples, x.num_positive, x.num_negative
-    first = x.curve.iloc[0]  # every row of the curve counts the same samples
-    plain = lambda v: int(v) if float(v).is_integer() else float(v)
-    return plain(first.tp + first.fp + first.fn + first.tn), plain(first.tp + first.fn), plain(first.fp + first.tn)
-
 def tuning_table(results: Mapping[str, ThresholdResult | list[ThresholdResult]]) -> pd.DataFrame:
     "One row per tuned threshold: `task_path, label, threshold, objective, score, num_samples, num_positive, num_negative, applied`."
     kept, applied = getattr(results, 'kept', {}), getattr(results, 'applied', None)
@@ -255,8 +248,7 @@ def tuning_table(results: Mapping[str, ThresholdResult | list[ThresholdResult]])
     for p, r in results.items():
         for x in (r if isinstance(r, list) else [r]):
             was_kept = p in kept and (not isinstance(kept[p], dict) or x.label in kept[p])
-            n, pos, neg = _sample_counts(x)
-            rows.append((p, x.label or '', x.threshold, x.objective, x.score, n, pos, neg,
+            rows.append((p, x.label or '', x.threshold, x.objective, x.score, x.num_samples, x.num_positive, x.num_negative,
                          bool(applied) and p in applied and not was_kept))
     return pd.DataFrame(rows, columns=['task_path', 'label', 'threshold', 'objective', 'score', 'num_samples',
                                        'num_positive', 'num_negative', 'applied'])

@@ -277,16 +277,24 @@ class ThresholdResult:
     @property
     def num_samples(self) -> int | float:
         "Samples the threshold was tuned on (a weight sum with `sample_weight`)."
-        c = self.confusion
-        return _plain_count(c.tp[0] + c.fp[0] + c.fn[0] + c.tn[0])
+        tp, fp, fn, tn = self._totals()
+        return _plain_count(tp + fp + fn + tn)
     @property
     def num_positive(self) -> int | float:
         "Positive samples among them."
-        return _plain_count(self.confusion.tp[0] + self.confusion.fn[0])
+        tp, _, fn, _ = self._totals()
+        return _plain_count(tp + fn)
     @property
     def num_negative(self) -> int | float:
         "Negative samples among them."
-        return _plain_count(self.confusion.fp[0] + self.confusion.tn[0])
+        _, fp, _, tn = self._totals()
+        return _plain_count(fp + tn)
+    def _totals(self) -> tuple:
+        "`(tp, fp, fn, tn)` at one threshold (every one counts the same samples); from the curve if no counts were kept."
+        c = self.confusion
+        if c is not None: return c.tp[0], c.fp[0], c.fn[0], c.tn[0]
+        first = self.curve.iloc[0]
+        return first.tp, first.fp, first.fn, first.tn
 
     def counts_at(self, threshold):  # a float, or an array of thresholds
         "`{'tp', 'fp', 'fn', 'tn'}` on the tuning data at any `threshold` (positive: `score >= threshold`), by binary search."

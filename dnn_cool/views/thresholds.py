@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from ..decoder import FlowDecoder, TuningResults
 from ..flow import decoder_thresholds
 from ..tuning import (COUNT_OBJECTIVES, ThresholdResult, f1_from_counts, precision_from_counts,
-                             recall_from_counts)
+                             recall_from_counts, _plain_count)
 from .charts import PALETTE, Rule, Series, downsample, format_value, line_chart
 from .core import WidgetView, esc, wrap
 
@@ -27,10 +27,6 @@ __all__ = ['TUNED_COLOR', 'CURRENT_COLOR', 'CONSTRAINT_COLOR', 'THRESHOLDS_CSS',
 _COLORS = {'precision': PALETTE[0], 'recall': PALETTE[1], 'f1': PALETTE[2]}
 TUNED_COLOR, CURRENT_COLOR, CONSTRAINT_COLOR = '#333333', '#d62728', '#9467bd'
 _OPS = {'>=': '≥', '<=': '≤', '>': '>', '<': '<'}
-
-def _count(v) -> int | float:
-    v = float(v)
-    return int(v) if v.is_integer() else v
 
 class ThresholdCurves:
     "Precision, recall, F1 (and constrained metrics) of one tuned threshold at every distinct score; drawn downsampled, looked up exactly."
@@ -71,7 +67,7 @@ class ThresholdCurves:
         "Counts (`tp, fp, fn, tn`) and `precision, recall, f1` at `threshold` (positive: `score >= threshold`), exactly."
         # the threshold in the scores' dtype: a float64 one would make numpy cast all k scores for each search
         t = np.asarray(self.snap(threshold), dtype=self.result.confusion.thresholds.dtype)
-        k = {n: _count(v) for n, v in self.result.counts_at(t).items()}
+        k = {n: _plain_count(v) for n, v in self.result.counts_at(t).items()}
         args = (k['tp'], k['fp'], k['fn'], k['tn'])
         return {**k, 'precision': float(precision_from_counts(*args)), 'recall': float(recall_from_counts(*args)),
                 'f1': float(f1_from_counts(*args))}
@@ -243,7 +239,7 @@ def table_html(self: ThresholdsView) -> str:
         k = self.curves[key].at(self.current[key]) if key in self.curves else {}
         cells = [path, '' if j is None else (r.label if r.label is not None else j), format_value(r.threshold, 6),
                  format_value(self.current[key], 6), r.objective, format_value(r.score),
-                 r.num_samples if r.confusion is not None else '', *[k.get(c, '') for c in ('tp', 'fp', 'fn', 'tn')],
+                 r.num_samples, *[k.get(c, '') for c in ('tp', 'fp', 'fn', 'tn')],
                  *[_short(_extra_fields(r).get(e, '')) for e in extras]]
         rows.append('<tr>' + ''.join(f'<td style="text-align:left">{esc(c)}</td>' if i < 2 else f'<td>{esc(c)}</td>'
                                      for i, c in enumerate(cells)) + '</tr>')
