@@ -73,12 +73,13 @@ def topk_hits(
     target: Tensor,  # (...,) true class ids, already valid everywhere (garbage replaced)
     valid: Tensor,   # (...,) bool: the entries to count
     ks: tuple[int, ...],  # the k of each top-k accuracy
+    per_column: bool = False,  # sum over the batch dim only: `(n, len(ks))` for `(bs, n)` entries (fused tasks)
 ) -> Tensor:
     "How many `valid` entries have `target` among the first k of `ranked`, for each k in `ks`: `(len(ks),)`."
     max_k = max(ks)
     found = (ranked[..., :max_k] == target[..., None]).cumsum(-1) > 0  # (..., max_k): target within the first j+1
     hits = torch.stack([found[..., k - 1] & valid for k in ks], -1)  # (..., len(ks))
-    return hits.reshape(-1, len(ks)).sum(0)
+    return hits.sum(0) if per_column else hits.reshape(-1, len(ks)).sum(0)
 
 # %% ../nbs/01_metrics.ipynb #03e40c19
 def regression_scores(
@@ -324,8 +325,7 @@ class ClassificationMetrics(TaskMetric):
         valid = mask & (target >= 0)  # negative ids: missing
         true = torch.where(valid, target, 0)  # garbage of masked-out samples never reaches an index
         predicted = torch.where(valid, predicted, 0)
-        found = (ranked[..., :max(ks)] == true[..., None]).cumsum(-1) > 0  # (bs, n, max_k): target within the first j+1
-        hits = torch.stack([found[..., k - 1] & valid for k in ks], -1).sum(0)  # (n, len(ks))
+        hits = topk_hits(ranked, true, valid, ks, per_column=True)  # (n, len(ks))
         _accumulate(metrics, confusion=_confusions(metrics, true, predicted, valid, metrics[0].num_classes),
                     hits=hits, n=valid.sum(0))
 
