@@ -5,19 +5,189 @@
 # %% ../nbs/04_module.ipynb #3a889dbd
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from bisect import bisect_right
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .flow import TaskFlow, precondition_masks
 from .fusion import TaskGroup, fusion_groups
 from .tasks import _LinearHead
 
 # %% auto #0
-__all__ = ['FlowModule', 'flow_torch', 'find_flow']
+__all__ = ['FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
+
+# %% ../nbs/04_module.ipynb #de13c10c
+_retired = WeakIdKeyDictionary()  # parameter a split replaced -> (task paths, the call that split it)
+_refusal = None  # the global optimizer step pre-hook, registered by the first split
+
+def _retire(params, paths, why: str):
+    global _refusal
+    for q in params: _retired[q] = (list(paths), why)
+    if _refusal is None: _refusal = register_optimizer_step_pre_hook(_refuse_retired)
+
+def _refuse_retired(optimizer, args, kwargs):
+    "Before any `optimizer.step()`: refuse to step an optimizer that still holds parameters a split replaced."
+    for group in optimizer.param_groups:
+        for q in group['params']:
+            hit = _retired.get(q)
+            if hit is None: continue
+            paths, why = hit
+            raise RuntimeError(
+                f"this {type(optimizer).__name__} holds the old fused parameters of tasks {paths}: `{why}` gave tasks of "
+                f"that fused group parameters of their own, so the optimizer would no longer train them. Build the "
+                f"optimizer after freeze() / param_groups() / head(path).parameters(), or build the module with "
+                f"flow.torch(fuse=False), whose heads keep their own parameters from the start")
+
+class FusedHeads(nn.Module):
+    """The parameters of a fused group's linear heads, stored together: task `j`'s head is rows `j*k:(j+1)*k`
+    (`k = prod(out_shape)`) of one `(n*k, in)` weight and `(n*k,)` bias, so the group is one `F.linear`, and autograd
+    and the optimizer see two tensors instead of `2n`. Columns whose tasks need other settings (frozen, their own
+    learning rate) are split into *runs* of consecutive columns, each with its own weight and bias."""
+    def __init__(self, heads: Sequence[_LinearHead], paths: Sequence[str]):
+        super().__init__()
+        first = heads[0]
+        self.paths, self.in_features, self.out_shape = tuple(paths), first.in_features, first.out_shape
+        self.k = math.prod(self.out_shape)
+        self.starts = [0]  # the first column of each run, ascending
+        with torch.no_grad():
+            self._add_run(0, torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]),
+                          first.weight.requires_grad)
+
+    def __len__(self): return len(self.paths)
+    def _add_run(self, start: int, weight: torch.Tensor, bias: torch.Tensor, requires_grad: bool):
+        self.register_parameter(f'weight_{start}', nn.Parameter(weight, requires_grad))  # named by their first column:
+        self.register_parameter(f'bias_{start}', nn.Parameter(bias, requires_grad))      # a split renames no other run
+    def run(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._parameters[f'weight_{start}'], self._parameters[f'bias_{start}']
+    def runs(self) -> list[tuple[int, int]]:
+        "`[(first column, end column), ...]` of each run."
+        return list(zip(self.starts, [*self.starts[1:], len(self)]))
+
+    def weight(self) -> torch.Tensor:
+        "`(n*k, in)`: the whole group's weight (one tensor while there is one run)."
+        ws = [self._parameters[f'weight_{s}'] for s in self.starts]
+        return ws[0] if len(ws) == 1 else torch.cat(ws)
+    def bias(self) -> torch.Tensor:
+        bs = [self._parameters[f'bias_{s}'] for s in self.starts]
+        return bs[0] if len(bs) == 1 else torch.cat(bs)
+    def locate(self, column: int) -> tuple[int, slice]:
+        "The first column of the run holding `column`, and `column`'s rows in that run's parameters."
+        start = self.starts[bisect_right(self.starts, column) - 1]
+        return start, slice((column - start) * self.k, (column - start + 1) * self.k)
+    def task(self, column: int) -> tuple[torch.Tensor, torch.Tensor]:
+        "Task `column`'s weight `(k, in)` and bias `(k,)`: views of its run's parameters (writes go through)."
+        start, rows = self.locate(column)
+        w, b = self.run(start)
+        return w[rows], b[rows]
+
+    def split(self, cuts: Iterable[int], why: str) -> bool:
+        "Start a run at every column in `cuts` too: a run that is cut gets copies of its rows; its old parameters retire."
+        new = sorted(set(self.starts) | {c for c in cuts if 0 < c < len(self)})
+        if new == self.starts: return False
+        for start, end in self.runs():
+            inner = [c for c in new if start < c < end]
+            if not inner: continue
+            w, b = self._parameters.pop(f'weight_{start}'), self._parameters.pop(f'bias_{start}')
+            _retire((w, b), self.paths[start:end], why)
+            for a, z in zip([start, *inner], [*inner, end]):
+                rows = slice((a - start) * self.k, (z - start) * self.k)
+                self._add_run(a, w.detach()[rows].clone(), b.detach()[rows].clone(), w.requires_grad)
+        self.starts = new
+        order = [f'{kind}_{s}' for s in new for kind in ('weight', 'bias')]  # registration order = column order, so
+        self._parameters = {k: self._parameters[k] for k in order}          # parameters() lists runs left to right
+        return True
+
+    def split_by(self, setting: Callable[[int], Hashable], why: str):
+        "Split where `setting(column)` changes between neighbours: every run then holds one setting."
+        self.split([j for j in range(1, len(self)) if setting(j) != setting(j - 1)], why)
+
+    def set_trainable(self, columns: Iterable[int], trainable: bool, why: str):
+        "Freeze (or unfreeze) exactly `columns`, splitting runs where that changes a run's setting."
+        change = {j for j in columns if self.task(j)[0].requires_grad != trainable}
+        if not change: return
+        self.split_by(lambda j: j in change, why)
+        for start, end in self.runs():
+            if start in change:
+                for q in self.run(start):
+                    q.requires_grad_(trainable)
+                    if not trainable: q.grad = None
+
+    # the storage writes nothing to a state dict and reads nothing from one: each task's `FusedHead` does, under
+    # `heads.<task path>.`, so checkpoints keep per-task keys whether heads are fused, split into runs or not
+    def _save_to_state_dict(self, destination, prefix, keep_vars): pass
+    def _load_from_state_dict(self, *args, **kwargs): pass
+    def extra_repr(self):
+        return f"tasks={len(self)}, in_features={self.in_features}, out_shape={self.out_shape}, runs={len(self.starts)}"
+
+# %% ../nbs/04_module.ipynb #d21103ab
+def _task_forward(storage: FusedHeads, column: int, x: torch.Tensor) -> torch.Tensor:
+    "One task of `storage` alone, as its `_LinearHead` would: `(bs, ..., in)` -> `(bs, ..., *out_shape)`."
+    y = F.linear(x, *storage.task(column))  # (bs, ..., k)
+    return y.squeeze(-1) if storage.out_shape == () else y.unflatten(-1, storage.out_shape)
+
+class FusedHead(nn.Module):
+    """`model.head(path)` of a task whose parameters live in a `FusedHeads`: `weight` `(k, in)` and `bias` `(k,)` are
+    views of its rows (in-place writes go through; `.grad` is its rows of the gradient), calling it runs the task
+    alone, `requires_grad_` freezes just this task and `parameters()` gives it parameters of its own first."""
+    def __init__(self, storage: FusedHeads, column: int):
+        super().__init__()
+        self.__dict__['storage'] = storage  # a reference, not a child: its parameters are named once, in `fused_heads`
+        self.column, self.in_features, self.out_shape = column, storage.in_features, storage.out_shape
+        self.out_features = storage.k
+
+    @property
+    def path(self) -> str: return self.storage.paths[self.column]
+    def _views(self) -> list[torch.Tensor]:
+        start, rows = self.storage.locate(self.column)
+        out = []
+        for run in self.storage.run(start):
+            v = run[rows]
+            if v.requires_grad: v.retain_grad()  # `.grad` reads None without a warning before a gradient exists
+            if run.grad is not None: v.grad = run.grad[rows]  # its rows of the run's gradient
+            out.append(v)
+        return out
+    @property
+    def weight(self) -> torch.Tensor: return self._views()[0]
+    @property
+    def bias(self) -> torch.Tensor: return self._views()[1]
+
+    def forward(self, x): return _task_forward(self.storage, self.column, x)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.storage.set_trainable([self.column], requires_grad, f"head('{self.path}').requires_grad_({requires_grad})")
+        return self
+    def named_parameters(self, prefix: str = '', recurse: bool = True, remove_duplicate: bool = True):
+        "This task's own parameters: its columns become a run of their own first (a fused sibling's are not its)."
+        self.storage.split([self.column, self.column + 1], f"head('{self.path}').parameters()")
+        names = (prefix + ('.' if prefix else '') + n for n in ('weight', 'bias'))
+        yield from zip(names, self.storage.run(self.column))
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # keep_vars: the views with `.grad`, as a Parameter has
+        for name, v in zip(('weight', 'bias'), self._views() if keep_vars else self.storage.task(self.column)):
+            destination[prefix + name] = v if keep_vars else v.detach()
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        for name, v in zip(('weight', 'bias'), self.storage.task(self.column)):
+            key = prefix + name
+            if key not in state_dict: missing_keys.append(key); continue
+            value = state_dict[key]
+            if not isinstance(value, torch.Tensor):
+                error_msgs.append(f'While copying the parameter named "{key}", expected torch.Tensor, got {type(value).__name__}.')
+            elif value.shape != v.shape:
+                error_msgs.append(f'size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, '
+                                  f'the shape in current model is {v.shape}.')
+            else:
+                with torch.no_grad(): v.copy_(value)
+        if strict:
+            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in ('weight', 'bias'))
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_shape={self.out_shape}, column {self.column} of {len(self.storage)} fused"
 
 # %% ../nbs/04_module.ipynb #5f0b7dff
 def _module_key(path: str) -> str: return path.replace('.', '-')  # ModuleDict keys can't hold dots; names never hold '-'
@@ -39,12 +209,41 @@ class FlowModule(nn.Module):
                                  f"batch or in_features={{'{node.input_key}': ...}} to flow.torch()") from e
         self.heads = nn.ModuleDict(heads)
         self.groups = _head_groups(self, fusion_groups(self.graph, fuse=fuse))
+        self._head_keys = tuple(tuple(_module_key(p) for p in g.paths) for g in self.groups)  # per group, read every step
+        self.fused_heads = nn.ModuleList(FusedHeads([heads[k] for k in keys], g.paths)
+                                         for g, keys in zip(self.groups, self._head_keys) if g.fused)
+        storage = iter(range(len(self.fused_heads)))
+        self._storage_keys = tuple(str(next(storage)) if g.fused else None for g in self.groups)  # into `fused_heads`
+        for s in self.fused_heads:  # the heads become views of the storage (the same initial values)
+            for j, p in enumerate(s.paths): self.heads[_module_key(p)] = FusedHead(s, j)
         self.register_state_dict_post_hook(_dotted_keys)
         self.register_load_state_dict_pre_hook(_module_keys)
 
     def head(self, path: str) -> nn.Module:
         "The head of task `path`."
         return self.heads[_module_key(path)]
+
+    def set_trainable(self, paths: Iterable[str], trainable: bool, why: str = 'set_trainable'):
+        "Freeze (or unfreeze) the heads of exactly the tasks `paths` (fused storage is split where needed, rule 3)."
+        paths = set(paths)
+        for s in self.fused_heads: s.set_trainable([j for j, p in enumerate(s.paths) if p in paths], trainable, why)
+        for p in paths:
+            head = self.head(p)
+            if type(head) is FusedHead: continue
+            for q in head.parameters():
+                q.requires_grad_(trainable)
+                if not trainable: q.grad = None
+
+    def head_parameters(self, setting: Callable[[str], Hashable] = lambda path: None,
+                        why: str = 'head_parameters') -> list[tuple[Hashable, list[nn.Parameter]]]:
+        "`[(setting, parameters), ...]` covering every head parameter once; fused storage is split where `setting(path)` changes."
+        for s in self.fused_heads: s.split_by(lambda j: setting(s.paths[j]), why)
+        out = []
+        for p in self.graph.paths:
+            head = self.head(p)
+            if type(head) is not FusedHead: out.append((setting(p), list(head.parameters())))
+            elif head.storage.locate(head.column)[0] == head.column: out.append((setting(p), list(head.storage.run(head.column))))
+        return out
 
     def extra_repr(self):
         fused = sum(len(g) for g in self.groups if g.fused)
@@ -111,18 +310,20 @@ def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
     "`({path: logits}, {group paths: (fused logits (bs, n, *out_shape), columns)})`: one matrix product per fused group."
     logits, fused = {}, {}
     modules = self.heads._modules  # read directly: ModuleDict's item lookup costs a few microseconds per task and step
-    for group in self.groups:
+    storages = self.fused_heads._modules  # this module's own: a DataParallel replica holds replicas of them
+    for group, keys, skey in zip(self.groups, self._head_keys, self._storage_keys):
         x = batch[group.input_key]
-        heads = [modules[_module_key(p)] for p in group.paths]
-        if not group.fused or any(type(h) is not _LinearHead for h in heads):  # alone (or a head replaced since)
+        heads = [modules[k] for k in keys]
+        if skey is None or any(type(h) is not FusedHead for h in heads):  # alone (or a head replaced since)
             for node, head in zip(group.nodes, heads):
                 _check_features(node, x, head)
-                logits[node.path] = head(x)  # (bs, *out_shape)
+                if type(head) is FusedHead: logits[node.path] = _task_forward(storages[skey], head.column, x)
+                else: logits[node.path] = head(x)  # (bs, *out_shape)
             continue
-        _check_features(group.nodes[0], x, heads[0])
-        weight = torch.cat([h.weight for h in heads])  # (n * prod(out_shape), in): each task keeps its own parameters
-        bias = torch.cat([h.bias for h in heads])
-        y = F.linear(x, weight, bias).unflatten(-1, (len(heads), *heads[0].out_shape))  # (*lead, n, *out_shape)
+        storage = storages[skey]
+        _check_features(group.nodes[0], x, storage)
+        y = F.linear(x, storage.weight(), storage.bias())  # (*lead, n * prod(out_shape)): one product for the group
+        y = y.unflatten(-1, (len(heads), *storage.out_shape))  # (*lead, n, *out_shape)
         task_dim = x.ndim - 1  # 1, unless the input has more leading dims (tokens: (bs, T, H))
         columns = y.unbind(task_dim)
         logits.update(zip(group.paths, columns))

@@ -90,23 +90,23 @@ def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without
         seen.update(id(q) for q in fresh)
         if fresh: groups.setdefault(name, {'name': name, 'params': [], 'lr': lr_})['params'].extend(fresh)
     if self.backbone is not None: add('backbone', lr if backbone_lr is None else backbone_lr, self.backbone.parameters())
-    for p in graph.paths:
-        key = chosen.get(p)
-        add('heads' if key is None else key, lr if key is None else float(task_lr[key]), self.flow_module.head(p).parameters())
+    why = f"param_groups(task_lr={dict(task_lr or {})})"  # fused heads split where the learning rate changes
+    for key, params in self.flow_module.head_parameters(chosen.get, why):
+        add('heads' if key is None else key, lr if key is None else float(task_lr[key]), params)
     add('heads', lr, self.parameters())  # anything else a subclass added
     return list(groups.values())
 
 # %% ../nbs/07_train.ipynb #545fde30
 def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterable[str] | str):
-    params = []
+    keys = [tasks] if isinstance(tasks, str) else list(tasks)
+    paths = [p for key in keys for p in _task_paths(net.graph, key)]  # checked before anything changes
     if backbone:
         if net.backbone is None: raise ValueError("this FlowNet has no backbone")
-        params += list(net.backbone.parameters())
-    for key in [tasks] if isinstance(tasks, str) else tasks:
-        for p in _task_paths(net.graph, key): params += list(net.flow_module.head(p).parameters())
-    for q in params:
-        q.requires_grad_(trainable)
-        if not trainable: q.grad = None
+        for q in net.backbone.parameters():
+            q.requires_grad_(trainable)
+            if not trainable: q.grad = None
+    why = f"{'unfreeze' if trainable else 'freeze'}(tasks={keys})"
+    net.flow_module.set_trainable(paths, trainable, why)  # exactly these heads, also inside a fused group
 
 @patch
 def freeze(self: FlowNet, backbone: bool = False,  # freeze the backbone
@@ -467,8 +467,10 @@ def _diverge(self: Trainer, message: str, task: str | None = None, step: int | N
     if self.on_nonfinite == 'stop': self.stop_training = True
 
 def _nonfinite_parameters(model: nn.Module) -> list[str]:
-    "Names of the parameters holding a NaN or inf (one sync)."
-    named = [(n, q) for n, q in model.named_parameters() if q.is_floating_point()]
+    "State-dict names of the parameters holding a NaN or inf (one sync): a fused head's rows are named by its task."
+    params = {id(q) for q in model.parameters()}
+    named = [(n, q) for n, q in model.state_dict(keep_vars=True).items() if q.is_floating_point() and
+             (id(q) in params or id(q._base) in params)]  # parameters, and the views of fused ones (not buffers)
     if not named: return []
     ok = torch.stack([torch.isfinite(q).all() for _, q in named]).tolist()
     return [n for (n, _), good in zip(named, ok) if not good]
