@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Iterable, Mapping, Sequence
 
 import math
@@ -117,11 +118,19 @@ class FlowGraph:
     nodes: tuple  # of TaskNode
     flows: dict = field(default_factory=dict)  # flow path -> tuple of conditions ('' is the root)
 
-    @property
+    # read at every step by the module, the loss and the metrics: computed once (the graph is frozen; cached_property
+    # writes past the frozen dataclass). Callers get the same list each time and must not change it.
+    @cached_property
     def paths(self) -> list[str]: return [n.path for n in self.nodes]
-    @property
+    @cached_property
     def input_keys(self) -> list[str]: return list(dict.fromkeys(n.input_key for n in self.nodes))
-    @property
+    @cached_property
+    def condition_classes(self) -> dict[tuple, list[str]]:
+        "`{conditions: [task paths]}`: tasks whose preconditions are the same (siblings) share one mask."
+        classes = {}
+        for n in self.nodes: classes.setdefault(n.conditions, []).append(n.path)
+        return classes
+    @cached_property
     def precondition_paths(self) -> list[str]:
         "Tasks used in some condition: their ground truth must travel with each batch under `gt`."
         used = {p for n in self.nodes for c in n.conditions for p in c.paths()}
@@ -352,15 +361,13 @@ def precondition_masks(graph: FlowGraph,
                                  f"expected ({batch_size},), one per sample of the batch")
         leaves[path] = k & v, k & ~v  # (bs,), (bs,)
         return leaves[path]
-    shared: dict[tuple, torch.Tensor] = {(): always}  # tasks with the same conditions (siblings) share one mask
-    for node in graph.nodes:
-        mask = shared.get(node.conditions)
-        if mask is None:
-            for cond in node.conditions:
-                mask = evaluate_condition(cond, leaf)[0] if mask is None else mask & evaluate_condition(cond, leaf)[0]
-            shared[node.conditions] = mask
-        masks[node.path] = mask
-    return masks
+    # tasks with the same conditions (siblings) share one mask: one evaluation per class, in the order of each class's
+    # first task, so a task's own mask exists before a later class reads it in `leaf`
+    for conditions, paths in graph.condition_classes.items():
+        mask = always
+        for cond in conditions: mask = evaluate_condition(cond, leaf)[0] if mask is always else mask & evaluate_condition(cond, leaf)[0]
+        masks.update(dict.fromkeys(paths, mask))
+    return {p: masks[p] for p in graph.paths}  # in flow order
 
 # %% ../nbs/03_flow.ipynb #4f62a762
 def _task_kind(task) -> str:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
 import dnn_cool.losses  # noqa: F401  (flow.get_loss)
 import dnn_cool.module  # noqa: F401  (flow.torch)
-from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowDataset,
+from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowDataset, FlowNet,
                       MultilabelClassificationTask, Project, RegressionTask, Trainer, collect_predictions, evaluate,
                       explain_batch, predict)
 from dnn_cool.checkpoint import CheckpointError, load_checkpoint, load_flow, save_checkpoint, thresholds_path
@@ -332,6 +332,22 @@ def resuming_with_another_optimizer(tmp_path):
                 ds.loader(4), epochs=2, progress=False)
     return Case(lambda: t.fit(resume_from=last), [f"{last}", "optimizer state doesn't fit this optimizer"], [last], CheckpointError)
 
+def freezing_a_fused_task_after_building_the_optimizer():
+    p = Project([BinaryClassificationTask(n) for n in 'abc'])
+
+    @p.add_flow
+    def three(flow, x, out):
+        for n in 'abc': out += getattr(flow, n)(x.features)
+        return out
+    labels = pd.DataFrame({n: np.random.default_rng(i).random(8) > 0.5 for i, n in enumerate('abc')})
+    ds = FlowDataset(three, {'features': features()}, labels)
+    net = FlowNet(None, three.torch(in_features={'features': 5}))  # a, b and c: one fused group, one weight
+    t = Trainer(net, three.get_loss(), torch.optim.SGD(net.parameters(), lr=0.1), ds.loader(4), epochs=1, progress=False)
+    net.freeze(tasks=['b'])  # after the optimizer was built: the group now has three runs the optimizer doesn't hold
+    return Case(t.fit, ["SGD holds the old fused parameters of tasks ['a', 'b', 'c']", "`freeze(tasks=['b'])`",
+                        "Build the optimizer after freeze()", "flow.torch(fuse=False)"], [net], RuntimeError)
+
+
 
 # --- checkpoints (07a) ------------------------------------------------------------------------------------------
 
@@ -468,7 +484,7 @@ CASES = [bounded_label_outside_range, binary_threshold_above_one, binary_thresho
          a_label_column_missing, a_task_without_a_single_label,
          a_run_that_diverges, inf_inputs_past_the_dataset, an_empty_train_loader, a_typo_in_on_nonfinite,
          a_task_that_never_counts_a_sample, monitoring_a_metric_that_does_not_exist, resuming_from_weights_only,
-         resuming_with_another_optimizer,
+         resuming_with_another_optimizer, freezing_a_fused_task_after_building_the_optimizer,
          a_truncated_checkpoint, a_file_that_is_not_a_checkpoint, a_checkpoint_holding_pickled_objects,
          a_corrupt_thresholds_file, thresholds_file_naming_a_task_the_flow_lacks, a_checkpoint_of_another_flow,
          rebuilding_a_flow_with_a_custom_head, a_checkpoint_path_that_does_not_exist,
