@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['seed_everything', 'model_device', 'evaluating', 'to_device']
+__all__ = ['seed_everything', 'model_device', 'evaluating', 'to_device', 'nonfinite_rows']
 
 # %% ../nbs/00_core.ipynb #ea3c745e
 def seed_everything(seed: int,  # seeds Python's `random`, numpy's global generator and torch (CPU and every GPU)
@@ -59,3 +59,9 @@ def to_device(obj, device: torch.device | str, non_blocking: bool = False):
         return moved if isinstance(obj, list) else tuple(moved)
     return obj
 
+
+# %% ../nbs/00_core.ipynb #53a57569
+def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    "`(n,)` bool: which rows (entries of the first dim) of `t` `(n, ...)` hold a NaN or an inf anywhere."
+    finite = torch.isfinite(t)
+    return ~(finite.flatten(1).all(1) if t.ndim > 1 else finite)  # flatten, not reshape(n, -1): n may be 0

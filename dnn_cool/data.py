@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from .core import nonfinite_rows
 from .flow import And, Not, Ref, TaskFlow, as_flow
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, _is_missing)
@@ -103,7 +104,7 @@ def _as_input(key: str, v, dtype: torch.dtype | None):
 def _check_finite(key: str, v):
     "An error naming `key` and its rows when a floating input holds NaN or inf."
     if not (isinstance(v, torch.Tensor) and v.is_floating_point() and len(v)): return
-    bad = ~torch.isfinite(v.reshape(len(v), -1)).all(1)  # (n,)
+    bad = nonfinite_rows(v)  # (n,)
     if bad.any():
         rows = torch.nonzero(bad).flatten()
         raise ValueError(f"input '{key}' has NaN or inf in {len(rows)} of {len(v)} rows (e.g. rows {rows[:5].tolist()}): "

@@ -18,7 +18,7 @@ import torch.nn as nn
 from .flow import TaskFlow, as_flow
 from .flow_metrics import FlowMetrics
 from .distributed import all_gather_cat, loader_is_sharded
-from .core import evaluating, model_device, to_device
+from .core import evaluating, model_device, nonfinite_rows, to_device
 from .module import find_flow
 
 # %% auto #0
@@ -96,7 +96,7 @@ def _check_finite_logits(graph, logits: Mapping, index: torch.Tensor | None = No
     lines = []
     for p in graph.paths:
         t = logits[p]
-        bad = ~torch.isfinite(t.reshape(len(t), -1).float()).all(1)  # (n,)
+        bad = nonfinite_rows(t)  # (n,)
         if bad.any():
             where = '' if index is None else f" (dataset indices {index[bad][:5].tolist()})"
             lines.append(f"task '{p}': {int(bad.sum())} of {len(t)} samples{where}")
@@ -171,7 +171,7 @@ def _source_metrics(source, loader, flow, mode, detailed, device) -> tuple[FlowM
         if y is None: raise ValueError("the loader yields inputs without targets: nothing to evaluate against")
         _check_targets(flow.graph, y)
         for p, t in out['logits'].items():
-            n = (~torch.isfinite(t.reshape(len(t), -1).float()).all(1)).sum()
+            n = nonfinite_rows(t).sum()
             bad[p] = n if p not in bad else bad[p] + n
         if mode == 'gt' and 'gt' not in x and flow.graph.precondition_paths:
             raise ValueError(f"mode 'gt' needs batch['gt'] with the ground truth of {flow.graph.precondition_paths}; "

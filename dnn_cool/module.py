@@ -42,7 +42,7 @@ def _refuse_retired(optimizer, args, kwargs):
             raise RuntimeError(
                 f"this {type(optimizer).__name__} holds the old fused parameters of tasks {paths}: `{why}` gave tasks of "
                 f"that fused group parameters of their own, so the optimizer would no longer train them. Build the "
-                f"optimizer after freeze() / param_groups() / head(path).parameters(), or build the module with "
+                f"optimizer after freeze() / param_groups() / head(path).requires_grad_(), or build the module with "
                 f"flow.torch(fuse=False), whose heads keep their own parameters from the start")
 
 class FusedHeads(nn.Module):
@@ -135,7 +135,7 @@ def _task_forward(storage: FusedHeads, column: int, x: torch.Tensor) -> torch.Te
 class FusedHead(nn.Module):
     """`model.head(path)` of a task whose parameters live in a `FusedHeads`: `weight` `(k, in)` and `bias` `(k,)` are
     views of its rows (in-place writes go through; `.grad` is its rows of the gradient), calling it runs the task
-    alone, `requires_grad_` freezes just this task and `parameters()` gives it parameters of its own first."""
+    alone, and `requires_grad_` freezes just this task. It registers no parameter: `parameters()` is empty."""
     def __init__(self, storage: FusedHeads, column: int):
         super().__init__()
         self.__dict__['storage'] = storage  # a reference, not a child: its parameters are named once, in `fused_heads`
@@ -163,11 +163,6 @@ class FusedHead(nn.Module):
     def requires_grad_(self, requires_grad: bool = True):
         self.storage.set_trainable([self.column], requires_grad, f"head('{self.path}').requires_grad_({requires_grad})")
         return self
-    def named_parameters(self, prefix: str = '', recurse: bool = True, remove_duplicate: bool = True):
-        "This task's own parameters: its columns become a run of their own first (a fused sibling's are not its)."
-        self.storage.split([self.column, self.column + 1], f"head('{self.path}').parameters()")
-        names = (prefix + ('.' if prefix else '') + n for n in ('weight', 'bias'))
-        yield from zip(names, self.storage.run(self.column))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # keep_vars: the views with `.grad`, as a Parameter has
         for name, v in zip(('weight', 'bias'), self._views() if keep_vars else self.storage.task(self.column)):
