@@ -26,14 +26,18 @@ __all__ = ['FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
 # %% ../nbs/04_module.ipynb #de13c10c
 _retired = WeakIdKeyDictionary()  # parameter a split replaced -> (task paths, the call that split it)
 _refusal = None  # the global optimizer step pre-hook, registered by the first split
+_generation = 0  # how many splits retired parameters: an optimizer checked since needs no second look
 
 def _retire(params, paths, why: str):
-    global _refusal
+    global _refusal, _generation
     for q in params: _retired[q] = (list(paths), why)
+    _generation += 1
     if _refusal is None: _refusal = register_optimizer_step_pre_hook(_refuse_retired)
 
 def _refuse_retired(optimizer, args, kwargs):
     "Before any `optimizer.step()`: refuse to step an optimizer that still holds parameters a split replaced."
+    seen = (_generation, sum(len(g['params']) for g in optimizer.param_groups))  # a step checks once per split and
+    if optimizer.__dict__.get('_dnn_cool_checked') == seen: return               # per change of the parameter list
     for group in optimizer.param_groups:
         for q in group['params']:
             hit = _retired.get(q)
@@ -44,6 +48,7 @@ def _refuse_retired(optimizer, args, kwargs):
                 f"that fused group parameters of their own, so the optimizer would no longer train them. Build the "
                 f"optimizer after freeze() / param_groups() / head(path).requires_grad_(), or build the module with "
                 f"flow.torch(fuse=False), whose heads keep their own parameters from the start")
+    optimizer.__dict__['_dnn_cool_checked'] = seen
 
 class FusedHeads(nn.Module):
     """The parameters of a fused group's linear heads, stored together: task `j`'s head is rows `j*k:(j+1)*k`
