@@ -26,8 +26,8 @@ from .data import FlowDataset, MissingLabelsWarning, concat_datasets, tasks_from
 from .synthetic import make_synthetic, synthetic_project
 from .checkpoint import (CheckpointError, load_checkpoint, load_flow, read_checkpoint, register_task_type,
                                  save_checkpoint)
-from .train import (Callback, EarlyStopping, Checkpoint, FlowNet, History, NoSampleWarning, NonFiniteLossError,
-                            NonFiniteLossWarning, Trainer)
+from .train import (Callback, EarlyStopping, Checkpoint, FlowNet, History, LocalCountsWarning, NoSampleWarning,
+                            NonFiniteLossError, NonFiniteLossWarning, Trainer)
 from .evaluation import Predictions, collect_predictions, confusion_matrices, evaluate, predict, predict_records
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
 from .decoder import FlowDecoder, ThresholdKeptWarning, TuningResults, tuning_table

@@ -64,7 +64,7 @@ class FlowLoss(nn.Module):
                  fuse: bool = True,  # compute sibling tasks of one kind as one `(bs, n)` loss (same numbers)
                  normalize: bool = True,  # scale regression losses by 1 / their targets' std once `fit_scales` saw the data
                  weighting: nn.Module | None = None,  # `(losses (n,), paths) -> total`, e.g. UncertaintyWeighting; None: the sum
-                 global_counts: bool | None = None):  # DDP: divide by the count over all processes; None: when training distributed
+                 global_counts: bool | None = None):  # True: counts over all processes (DDP, an all-reduce per call); False: this process's; None: False, but a distributed Trainer trains with True
         super().__init__()
         self.graph = flow.graph if isinstance(flow, TaskFlow) else flow
         for name, given in (('weights', weights or {}), ('overrides', overrides or {})):
@@ -126,10 +126,8 @@ def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, preconditio
     return losses.sum(0), mask.sum(0).float(), losses, mask
 
 def _denominator(self: FlowLoss, counts: torch.Tensor) -> torch.Tensor:
-    "What each task's loss sum is divided by: its count, or under DDP in training its count over all processes / world size."
-    use = self.global_counts
-    if use is None: use = torch.is_grad_enabled()  # training: the gradient DDP averages must be the global mean's
-    if not (use and is_distributed()): return counts.clamp_min(1)
+    "What each task's loss sum is divided by: its count, or with `global_counts` under DDP its count over all processes / world size."
+    if not (self.global_counts and is_distributed()): return counts.clamp_min(1)  # no collective unless asked for
     total = counts.detach().clone()
     torch.distributed.all_reduce(total)  # one small collective per step: (n_tasks,) counts
     return total.clamp_min(1) / world_size()

@@ -24,7 +24,7 @@ from .checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, rng_
                                  set_rng_state, thresholds_path, _apply_checkpoint)
 from .core import seed_everything, to_device
 from .distributed import (all_reduce_sum_, barrier, init_distributed, is_distributed, is_rank_zero,
-                                  loader_is_sharded, set_loader_epoch, shard_loader)
+                                  loader_is_sharded, set_loader_epoch, shard_loader, world_size)
 from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_thresholds
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
@@ -36,7 +36,7 @@ from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.f
 
 # %% auto #0
 __all__ = ['FlowNet', 'EpochLoss', 'NonFiniteLossError', 'NonFiniteLossWarning', 'NoSampleWarning', 'Callback', 'History',
-           'Trainer', 'EarlyStopping', 'Checkpoint', 'ValidationData']
+           'Trainer', 'LocalCountsWarning', 'EarlyStopping', 'Checkpoint', 'ValidationData']
 
 # %% ../nbs/07_train.ipynb #9b499318
 class FlowNet(nn.Module):
@@ -332,7 +332,7 @@ def _autocast(self: Trainer):
 def _loss(self: Trainer, outputs, targets) -> tuple[torch.Tensor, LossBreakdown | None]:
     breakdown = getattr(self.criterion, 'breakdown', None)
     if breakdown is None: return self.criterion(outputs, targets), None
-    bd = breakdown(outputs, targets)
+    with self._loss_counts(torch.is_grad_enabled()): bd = breakdown(outputs, targets)  # global in a DDP training step
     if hasattr(self.criterion, 'last'): self.criterion.last = bd
     return bd.total, bd
 
@@ -506,7 +506,7 @@ class _ModelAndLoss(nn.Module):
 def _setup_distributed(self: Trainer):
     "Under torchrun: start the process group, wrap the model in DDP, shard the loaders (nothing in a single process)."
     self.device = init_distributed(self.device)
-    self._train_module = self._balanced = None
+    self._train_module = self._balanced = self._global_counts = None
     if self.balance_dataparallel_memory:
         if is_distributed():
             raise ValueError("balance_dataparallel_memory is for nn.DataParallel in one process; under torchrun every "
@@ -519,9 +519,43 @@ def _setup_distributed(self: Trainer):
     if isinstance(self.criterion, nn.Module) and any(True for _ in self.criterion.parameters()):
         module = _ModelAndLoss(self.model, self.criterion.to(self.device))
     ids = [self.device.index] if self.device.type == 'cuda' else None
+    self._choose_counts()
     self._train_module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
     self.train_loader = shard_loader(self.train_loader, train=True, seed=self.seed or 0)
     if self.valid_loader is not None: self.valid_loader = shard_loader(self.valid_loader, train=False)
+
+# %% ../nbs/07_train.ipynb #ea361a17
+class LocalCountsWarning(UserWarning):
+    "A loss with `global_counts=False` trains under DDP: its gradients differ from one process's on the whole batch."
+
+@patch
+def _choose_counts(self: Trainer):
+    "Under DDP: whether the training steps' `FlowLoss` divides by the counts over all processes (unless told `False`)."
+    if not hasattr(self.criterion, 'global_counts'): return  # a criterion of your own decides for itself
+    given = self.criterion.global_counts
+    self._global_counts = given is not False
+    if given is False and is_rank_zero():
+        warnings.warn(f"the criterion has global_counts=False under DDP ({world_size()} processes): each process "
+                      f"divides a task's loss sum by its own count of that task's samples, so a label alone on its "
+                      f"process weighs as much as all of that task's labels on another, and the gradient DDP averages "
+                      f"is not the one of a single process on the whole batch. Leave global_counts unset (or True) to "
+                      f"divide by the counts over all processes: one small all-reduce per step", LocalCountsWarning,
+                      stacklevel=4)
+
+@contextlib.contextmanager
+def _set_global_counts(criterion, value: bool):
+    "`criterion.global_counts = value` for the block, then what it was (also when the block raises)."
+    given = criterion.global_counts
+    criterion.global_counts = value
+    try: yield
+    finally: criterion.global_counts = given
+
+@patch
+def _loss_counts(self: Trainer, training: bool):
+    "A context for one loss evaluation: global counts in a DDP training step (as `_choose_counts` decided); else as set."
+    chosen = getattr(self, '_global_counts', None)
+    if chosen is None: return contextlib.nullcontext()  # one process, or a criterion without global_counts
+    return _set_global_counts(self.criterion, training and chosen)
 
 # %% ../nbs/07_train.ipynb #0de47f61
 @patch
