@@ -5,8 +5,8 @@ The issue's setting: `n` binary tasks on an MLP backbone (in -> 512 -> 512), 30%
 
 - **hand-fused** (the baseline): what an expert writes for this one flow: one `nn.Linear(512, n)` head and one
   masked BCE over `(bs, n)`, the precondition spelled out, targets already stacked as a `(bs, n)` tensor.
-- **dnn_cool**: `FlowNet(backbone, flow.torch())` and `flow.get_loss()`, targets as the `{path: (bs,)}` dict a
-  `FlowDataset` yields.
+- **dnn_cool**: `FlowNet(backbone, flow.torch())` and `flow.get_loss()` on a batch a `FlowDataset` yields: targets
+  as a `{path: (bs,)}` dict (the columns of one `(bs, n)` block per fused group, as the data set keeps them).
 - **per-task loop**: one `nn.Linear(512, 1)` and one masked BCE per task, summed in a Python loop.
 - **per-task parameters**: the hand-fused loss over per-task `nn.Linear(512, 1)` heads whose weights are
   concatenated on the fly: what a fused forward costs when each task keeps parameters of its own (as dnn_cool's
@@ -24,12 +24,13 @@ import argparse
 import statistics
 import time
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import dnn_cool  # noqa: F401  (flow.torch, flow.get_loss)
-from dnn_cool import BinaryClassificationTask, FlowNet, Project
+from dnn_cool import BinaryClassificationTask, FlowDataset, FlowNet, Project
 from dnn_cool.core import to_device
 
 
@@ -43,15 +44,15 @@ def make_flow(n_tasks):
     return project.add_flow(body, name='many')
 
 
-def make_batch(n_tasks, bs, in_features, seed=0):
+def make_batch(flow, n_tasks, bs, in_features, seed=0):
+    "One batch as a `FlowDataset` yields it (`(x, y)`: inputs and `gt`; targets per task), and the `(bs, n)` labels."
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(bs, in_features, generator=g)
     labels = (torch.rand(bs, n_tasks, generator=g) < 0.4).float()
     labels = torch.where(torch.rand(bs, n_tasks, generator=g) < 0.3, float('nan'), labels)  # 30% missing
-    y = {f't{i}': labels[:, i].clone() for i in range(n_tasks)}
-    t0 = labels[:, 0]
-    gt = {'value': {'t0': t0 > 0.5}, 'available': {'t0': ~torch.isnan(t0)}}
-    return {'image': x, 'gt': gt}, y, labels
+    frame = pd.DataFrame(labels.numpy(), columns=[f't{i}' for i in range(n_tasks)]).astype('boolean')
+    batch, y = FlowDataset(flow, {'image': x}, frame)[list(range(bs))]
+    return batch, y, labels
 
 
 def backbone(in_features, width=512):
@@ -129,7 +130,7 @@ def run(n_tasks, bs, in_features, steps, rounds, foreach=None, clock=time.perf_c
     pertask = PerTaskParameters(in_features, n_tasks).train()
     copy_weights(ours, hand, loop, pertask, n_tasks)
     for m in (ours, hand, loop, pertask): m.to(device)
-    x, y, labels = to_device(make_batch(n_tasks, bs, in_features), device)
+    x, y, labels = to_device(make_batch(flow, n_tasks, bs, in_features), device)
     ref = hand_loss(hand(x['image']), labels)
     torch.testing.assert_close(criterion(ours(x), y), ref)  # the same computation
     torch.testing.assert_close(per_task_loss(loop(x['image']), y), ref)

@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from .core import nonfinite_rows
 from .flow import And, Not, Ref, TaskFlow, as_flow
+from .fusion import fusion_groups
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, _is_missing)
 
@@ -163,6 +164,7 @@ class FlowDataset(Dataset):
         self.filled = self._fill_preconditions() if fill_preconditions else {}
         self._gt()
         self._warn_unlabelled()
+        self._block_targets()
 
     def __len__(self): return len(next(iter(self.targets.values())))
 
@@ -245,9 +247,26 @@ def _getitem(self: FlowDataset, idx):
     x['gt'] = {'value': {p: v[idx] for p, v in self.gt_value.items()},
                'available': {p: v[idx] for p, v in self.gt_available.items()}}
     x['_index'] = torch.as_tensor(idx)
-    y = {p: t[idx] for p, t in self.targets.items()}
+    fused = {}
+    if not isinstance(idx, int):
+        for paths, block, views in self._blocks:
+            if all(self.targets[p] is v for p, v in zip(paths, views)):  # none replaced since (in-place writes go through)
+                fused.update(zip(paths, block[idx].unbind(1)))  # one gather for the group; its columns are views
+    y = {p: fused[p] if p in fused else t[idx] for p, t in self.targets.items()}
     return x, y
 FlowDataset.__getitem__ = _getitem
+
+def _block_targets(self: FlowDataset):
+    "Keep each fused group's targets as one `(n, n_tasks, ...)` block, the per-task targets its column views."
+    self._blocks = []  # (paths, block, views)
+    for group in fusion_groups(self.graph):
+        ts = [self.targets[p] for p in group.paths]
+        if not group.fused or any(t.shape != ts[0].shape or t.dtype != ts[0].dtype for t in ts): continue
+        block = torch.stack(ts, 1)  # (n, n_tasks, ...)
+        views = block.unbind(1)
+        self.targets.update(zip(group.paths, views))
+        self._blocks.append((group.paths, block, views))
+FlowDataset._block_targets = _block_targets
 
 def loader(self: FlowDataset, batch_size: int = 64, shuffle: bool = False, drop_last: bool = False,
            generator: torch.Generator | None = None, **kwargs) -> DataLoader:
@@ -271,4 +290,5 @@ def concat_datasets(datasets: Sequence[FlowDataset]) -> FlowDataset:
     for d in datasets:
         for p, n in d.filled.items(): out.filled[p] = out.filled.get(p, 0) + n
     out._gt()
+    out._block_targets()
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Hashable, Iterable, Mapping
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,17 @@ def _rows(fn: Callable, *tensors: torch.Tensor) -> torch.Tensor:
     out = fn(*(t.reshape(bs * n, *t.shape[2:]) for t in tensors))
     return out.reshape(bs, n, *out.shape[1:])
 
+def _columns_of(ts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    "The `(bs, n, ...)` tensor whose columns `ts` are, in order (as `unbind(1)` gives them), else None."
+    base = ts[0]._base
+    if base is None or base.dim() < 2 or base.shape[1] != len(ts): return None
+    step, offset = base.stride(1), base.storage_offset()
+    shape, stride = base.shape[:1] + base.shape[2:], base.stride()[:1] + base.stride()[2:]
+    for j, t in enumerate(ts):
+        if t._base is not base or t.storage_offset() != offset + j * step or t.shape != shape or t.stride() != stride:
+            return None
+    return base
+
 @dataclass(frozen=True, eq=False)
 class TaskGroup:
     "Tasks that run as one: column `j` of each fused `(bs, n, ...)` tensor is task `paths[j]`."
@@ -83,8 +94,10 @@ class TaskGroup:
         "The column of task `path` in this group's fused tensors."
         return self.paths.index(path)
     def stack(self, per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        "`{path: (bs, ...)}` -> `(bs, n, ...)`, columns in `paths` order."
-        return torch.stack([per_task[p] for p in self.paths], 1)
+        "`{path: (bs, ...)}` -> `(bs, n, ...)`, columns in `paths` order (no copy when they are the columns of one tensor)."
+        ts = [per_task[p] for p in self.paths]
+        base = _columns_of(ts)
+        return base if base is not None else torch.stack(ts, 1)
     def split(self, fused: torch.Tensor) -> dict[str, torch.Tensor]:
         "`(bs, n, ...)` -> `{path: (bs, ...)}`: views, no copy."
         return dict(zip(self.paths, fused.unbind(1)))
