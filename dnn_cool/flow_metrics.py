@@ -60,7 +60,7 @@ class FlowMetrics:
         act = group.fused_from(outputs, 'activated') if have('activated') else group.activate(group.fused_from(outputs, 'logits').detach())
         dec = group.fused_from(outputs, 'decoded') if have('decoded') else group.decode(act)
         target = group.stack(targets)  # (bs, n, ...)
-        type(metrics[0]).update_stacked(metrics, act, dec, target, group.stack(outputs[key]) & group.available(target))
+        type(metrics[0]).update_stacked(metrics, act, dec, target, group.fused_from(outputs, key) & group.available(target))
 
     def reset(self):
         for m in self.metrics.values():

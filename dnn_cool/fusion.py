@@ -64,6 +64,7 @@ def _rows(fn: Callable, *tensors: torch.Tensor) -> torch.Tensor:
 
 def _columns_of(ts: Sequence[torch.Tensor]) -> torch.Tensor | None:
     "The `(bs, n, ...)` tensor whose columns `ts` are, in order (as `unbind(1)` gives them), else None."
+    if torch.compiler.is_compiling(): return None  # storage offsets aren't traced: the compiled graph stacks
     base = ts[0]._base
     if base is None or base.dim() < 2 or base.shape[1] != len(ts): return None
     step, offset = base.stride(1), base.storage_offset()

@@ -119,7 +119,7 @@ def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, preconditio
     try:
         target, lo = group.stack(targets), group.fused_from(outputs, 'logits')  # (bs, n, ...), (bs, n, *out_shape)
         if target.shape[0] != lo.shape[0]: return None
-        mask = group.stack(precondition) & group.available(target)  # (bs, n)
+        mask = group.fused_from(outputs, 'precondition') & group.available(target)  # (bs, n)
         losses = torch.where(mask, group.sample_losses(lo, target), 0.0).float()  # (bs, n)
     except torch.OutOfMemoryError: raise  # not a shape problem: task by task would only run out of memory again
     except (RuntimeError, ValueError): return None  # task by task instead, whose error names the task at fault

@@ -18,7 +18,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .flow import TaskFlow, precondition_masks
 from .fusion import TaskGroup, fusion_groups
-from .tasks import _LinearHead
+from .tasks import PerDevice, _LinearHead
 
 # %% auto #0
 __all__ = ['FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
@@ -216,6 +216,7 @@ class FlowModule(nn.Module):
         self._storage_keys = tuple(str(next(storage)) if g.fused else None for g in self.groups)  # into `fused_heads`
         for s in self.fused_heads:  # the heads become views of the storage (the same initial values)
             for j, p in enumerate(s.paths): self.heads[_module_key(p)] = FusedHead(s, j)
+        self._mask_classes = tuple(_mask_classes(g) for g in self.groups)  # how each fused group's (bs, n) mask is built
         self.register_state_dict_post_hook(_dotted_keys)
         self.register_load_state_dict_pre_hook(_module_keys)
 
@@ -248,6 +249,14 @@ class FlowModule(nn.Module):
     def extra_repr(self):
         fused = sum(len(g) for g in self.groups if g.fused)
         return f"flow='{self.graph.name}', tasks={len(self.graph.nodes)}, fused={fused}"
+
+def _mask_classes(group: TaskGroup):
+    "A fused group's precondition classes: the first task of each, and which columns belong to which `(m, n)`; None alone."
+    if not group.fused: return None
+    classes = list(dict.fromkeys(n.conditions for n in group.nodes))  # siblings with one condition share its mask
+    firsts = tuple(next(n.path for n in group.nodes if n.conditions == c) for c in classes)
+    member = None if len(classes) == 1 else PerDevice([[n.conditions == c for n in group.nodes] for c in classes], torch.bool)
+    return firsts, member
 
 def _head_groups(module: FlowModule, groups) -> tuple[TaskGroup, ...]:
     "Fusion groups whose heads really are default linear heads of one size; any other task alone."
@@ -331,6 +340,22 @@ def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
     return {p: logits[p] for p in self.graph.paths}, fused
 
 @patch
+def _fused_masks(self: FlowModule, masks: Mapping[str, torch.Tensor]) -> dict:
+    "`{group paths: ((bs, n) bool, columns)}`: each fused group's masks as one tensor, from its few distinct masks."
+    out = {}
+    for group, classes in zip(self.groups, self._mask_classes):
+        if classes is None: continue
+        firsts, member = classes
+        first = masks[firsts[0]][:, None]  # (bs, 1)
+        if member is None: fused = first.expand(-1, len(group))  # one mask for all: a view, no copy
+        else:
+            on = member.on(first.device)  # (m, n): column j belongs to class c
+            fused = first & on[0]
+            for c in range(1, len(firsts)): fused = fused | (masks[firsts[c]][:, None] & on[c])  # (bs, n)
+        out[group.paths] = fused, tuple(masks[p] for p in group.paths)
+    return out
+
+@patch
 def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tensor]]:
     "Run every head; precondition masks from `batch['gt']`; in eval mode also decoded outputs and predicted preconditions."
     graph = self.graph
@@ -343,6 +368,7 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
     elif self.training:
         raise ValueError(f"flow '{graph.name}' in training mode needs batch['gt'] with the ground truth of "
                          f"{graph.precondition_paths}: build batches with FlowDataset, or call model.eval()")
+    if 'precondition' in out: out['fused']['precondition'] = self._fused_masks(out['precondition'])
     if not self.training:
         activated, decoded = {}, {}
         for kind in ('activated', 'decoded'): out['fused'][kind] = {}
@@ -363,6 +389,7 @@ def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tenso
         truth = {p: graph[p].task.decoded_truth(decoded[p]) for p in graph.precondition_paths}
         predicted = precondition_masks(graph, truth, None, bs, device)
         out.update(activated=activated, decoded=decoded, predicted_precondition=predicted)
+        out['fused']['predicted_precondition'] = self._fused_masks(predicted)
     return out
 
 # %% ../nbs/04_module.ipynb #c34b8e1d
