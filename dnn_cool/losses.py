@@ -114,7 +114,7 @@ def _task_terms(self: FlowLoss, node, logits, targets, precondition):
     count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
     return losses.sum()[None], count[None], losses[:, None], mask[:, None]
 
-def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets, precondition):
+def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets):
     "The same for a fused group, with a last task dim: `(n,)`, `(n,)`, `(bs, n)`, `(bs, n)`; None if shapes don't fit."
     try:
         target, lo = group.stack(targets), group.fused_from(outputs, 'logits')  # (bs, n, ...), (bs, n, *out_shape)
@@ -149,7 +149,7 @@ def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:
         if p not in targets: raise KeyError(f"targets lack task '{p}' (use NaN / -1 / -100 for missing labels)")
     sums, counts, parts = [], [], []  # per group: (n,), (n,), (paths, (bs, n), (bs, n))
     for group in self.groups:
-        fused = self._group_terms(group, outputs, targets, precondition) if group.fused else None
+        fused = self._group_terms(group, outputs, targets) if group.fused else None
         terms = [(group.paths, fused)] if fused is not None else [  # alone, or a fused group whose shapes didn't fit
             ((n.path,), self._task_terms(n, logits, targets, precondition)) for n in group.nodes]
         for paths, (s, c, losses, mask) in terms:

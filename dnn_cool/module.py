@@ -18,10 +18,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .flow import TaskFlow, precondition_masks
 from .fusion import TaskGroup, fusion_groups
-from .tasks import PerDevice, _LinearHead
+from .tasks import PerDevice, _LinearHead, _head_output
 
 # %% auto #0
-__all__ = ['FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
+__all__ = ['set_requires_grad', 'FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
 
 # %% ../nbs/04_module.ipynb #de13c10c
 _retired = WeakIdKeyDictionary()  # parameter a split replaced -> (task paths, the call that split it)
@@ -49,6 +49,12 @@ def _refuse_retired(optimizer, args, kwargs):
                 f"optimizer after freeze() / param_groups() / head(path).requires_grad_(), or build the module with "
                 f"flow.torch(fuse=False), whose heads keep their own parameters from the start")
     optimizer.__dict__['_dnn_cool_checked'] = seen
+
+def set_requires_grad(params: Iterable[torch.Tensor], trainable: bool):
+    "Train `params` or not; freezing also drops a stale `.grad`, so momentum or weight decay can't move them either."
+    for q in params:
+        q.requires_grad_(trainable)
+        if not trainable: q.grad = None
 
 class FusedHeads(nn.Module):
     """The parameters of a fused group's linear heads, stored together: task `j`'s head is rows `j*k:(j+1)*k`
@@ -119,10 +125,7 @@ class FusedHeads(nn.Module):
         if not change: return
         self.split_by(lambda j: j in change, why)
         for start, end in self.runs():
-            if start in change:
-                for q in self.run(start):
-                    q.requires_grad_(trainable)
-                    if not trainable: q.grad = None
+            if start in change: set_requires_grad(self.run(start), trainable)
 
     # the storage writes nothing to a state dict and reads nothing from one: each task's `FusedHead` does, under
     # `heads.<task path>.`, so checkpoints keep per-task keys whether heads are fused, split into runs or not
@@ -134,8 +137,7 @@ class FusedHeads(nn.Module):
 # %% ../nbs/04_module.ipynb #d21103ab
 def _task_forward(storage: FusedHeads, column: int, x: torch.Tensor) -> torch.Tensor:
     "One task of `storage` alone, as its `_LinearHead` would: `(bs, ..., in)` -> `(bs, ..., *out_shape)`."
-    y = F.linear(x, *storage.task(column))  # (bs, ..., k)
-    return y.squeeze(-1) if storage.out_shape == () else y.unflatten(-1, storage.out_shape)
+    return _head_output(F.linear(x, *storage.task(column)), storage.out_shape)  # (bs, ..., k) -> (bs, ..., *out_shape)
 
 class FusedHead(nn.Module):
     """`model.head(path)` of a task whose parameters live in a `FusedHeads`: `weight` `(k, in)` and `bias` `(k,)` are
@@ -229,11 +231,7 @@ class FlowModule(nn.Module):
         paths = set(paths)
         for s in self.fused_heads: s.set_trainable([j for j, p in enumerate(s.paths) if p in paths], trainable, why)
         for p in paths:
-            head = self.head(p)
-            if type(head) is FusedHead: continue
-            for q in head.parameters():
-                q.requires_grad_(trainable)
-                if not trainable: q.grad = None
+            if type(self.head(p)) is not FusedHead: set_requires_grad(self.head(p).parameters(), trainable)
 
     def head_parameters(self, setting: Callable[[str], Hashable] = lambda path: None,
                         why: str = 'head_parameters') -> list[tuple[Hashable, list[nn.Parameter]]]:

@@ -190,14 +190,17 @@ def _available_not_nan(target):
     ok = ~torch.isnan(target)
     return ok.reshape(ok.shape[0], -1).any(dim=1) if ok.ndim > 1 else ok
 
+def _head_output(y: torch.Tensor, out_shape: tuple) -> torch.Tensor:
+    "A linear head's `(..., prod(out_shape))` output as `(..., *out_shape)` (`()` squeezes the last dim)."
+    return y.squeeze(-1) if out_shape == () else y.unflatten(-1, out_shape)
+
 class _LinearHead(nn.Linear):
     "`nn.Linear` whose output is reshaped to the task's `out_shape` (`()` squeezes the last dim)."
     def __init__(self, in_features, out_shape):
         super().__init__(in_features, math.prod(out_shape))
         self.out_shape = tuple(out_shape)
     def forward(self, x):
-        y = super().forward(x)  # (bs, ..., prod(out_shape))
-        return y.squeeze(-1) if self.out_shape == () else y.unflatten(-1, self.out_shape)
+        return _head_output(super().forward(x), self.out_shape)  # (bs, ..., prod(out_shape)) -> (bs, ..., *out_shape)
 
 # %% ../nbs/02_tasks.ipynb #fc43ce5f
 def _check_threshold(name: str, threshold, num_labels: int | None = None):

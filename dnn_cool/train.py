@@ -29,7 +29,7 @@ from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
 from .metrics import float_dtype
-from .module import FlowModule, find_flow
+from .module import FlowModule, find_flow, set_requires_grad
 from .parallel import BalancedDataParallel
 from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.fit_scales)
 
@@ -102,9 +102,7 @@ def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterabl
     paths = [p for key in keys for p in _task_paths(net.graph, key)]  # checked before anything changes
     if backbone:
         if net.backbone is None: raise ValueError("this FlowNet has no backbone")
-        for q in net.backbone.parameters():
-            q.requires_grad_(trainable)
-            if not trainable: q.grad = None
+        set_requires_grad(net.backbone.parameters(), trainable)
     why = f"{'unfreeze' if trainable else 'freeze'}(tasks={keys})"
     net.flow_module.set_trainable(paths, trainable, why)  # exactly these heads, also inside a fused group
 
