@@ -8,7 +8,12 @@ examples show results; notebooks saved with outputs (the walkthroughs, run at fu
 (at their small `IN_TEST` size), and shown as saved. Widgets show their static views: every dnn_cool widget output
 carries one.
 
-usage: python .ci/build_docs.py [--out _docs] [--workers 2] [--only NAME ...]
+Each build keeps what it ran in `_docs_exec/` (one executed notebook per notebook, with a hash of the notebook it ran),
+so that a partial build renders the whole site: `--only NAME ...` runs only those notebooks and `--no-run` runs none;
+every other page shows the outputs kept from the last run of that very notebook (or, where there are none, its code
+without outputs, and the build says which). The full build (no `--only`, no `--no-run`) runs every notebook.
+
+usage: python .ci/build_docs.py [--out _docs] [--workers 2] [--only NAME ... | --no-run]
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NBS = REPO / 'nbs'
+KEPT = REPO / '_docs_exec'  # the executed notebooks of the last runs (git-ignored), read by partial builds
 
 
 # ---- execution ------------------------------------------------------------------------------------------------------
@@ -38,6 +44,27 @@ def _plain(o):
 
 def _has_outputs(nb: dict) -> bool:
     return any(c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code')
+
+
+def _digest(name: str) -> str:
+    import hashlib
+    return hashlib.sha256((NBS / name).read_bytes()).hexdigest()
+
+
+def keep(name: str, executed: dict) -> None:
+    "Keep the executed notebook `name` for later partial builds, with the hash of the notebook that ran."
+    KEPT.mkdir(exist_ok=True)
+    tmp = KEPT / f'{name}.tmp'
+    tmp.write_text(json.dumps({'source_sha256': _digest(name), 'notebook': executed}))
+    tmp.replace(KEPT / f'{name}.json')
+
+
+def kept(name: str) -> dict | None:
+    "The outputs an earlier build kept for `name`, if it ran this very notebook (same hash), else None."
+    f = KEPT / f'{name}.json'
+    if not f.exists(): return None
+    data = json.loads(f.read_text())
+    return data['notebook'] if data.get('source_sha256') == _digest(name) else None
 
 
 def execute(path: str) -> tuple[str, dict | None, str | None, float]:
@@ -250,24 +277,34 @@ def api_reference(renderer: Renderer) -> str:
 
 
 def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
+    """Run the notebooks (all of them, or those whose name contains one of `only`; none for `only=[]`) and render
+    every notebook's page: the ones that did not run from their kept outputs."""
     started = time.time()
     sys.path.insert(0, str(REPO))
     names = sorted(p.name for p in NBS.glob('*.ipynb'))
-    if only: names = [n for n in names if any(o in n for o in only)]
     raw = {n: json.loads((NBS / n).read_text()) for n in names}
-    to_run = [str(NBS / n) for n in names]  # every notebook runs: this is also the notebook test run
+    run = names if only is None else [n for n in names if any(o in n for o in only)]
+    to_run = [str(NBS / n) for n in run]  # a full build runs every notebook: this is also the notebook test run
     executed, failures, timings = {}, [], {}
     # one fresh process per notebook (spawned: a notebook must not inherit another's state, nor a forked torch)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as pool:
         for path, nb, err, secs in pool.map(execute, to_run):
             timings[Path(path).name] = secs
             if err: failures.append((path, err))
-            else: executed[Path(path).name] = nb
+            else:
+                executed[Path(path).name] = nb
+                keep(Path(path).name, nb)
     if failures:
         for path, err in failures: sys.stderr.write(f'\n==== {path} failed:\n{err}\n')
         raise SystemExit(f'{len(failures)} notebook(s) failed: {[Path(p).name for p, _ in failures]}')
     os.chdir(REPO)
-    processed = {n: process(raw[n] if _has_outputs(raw[n]) else executed[n], n) for n in names}  # saved outputs win
+    shown, unrun = {}, []
+    for n in names:  # saved outputs win (the walkthroughs, run at full size); else this run's, else the kept ones
+        shown[n] = raw[n] if _has_outputs(raw[n]) else executed.get(n) or kept(n)
+        if shown[n] is None: shown[n], _ = raw[n], unrun.append(n)
+    if unrun: print(f'shown without outputs (not run in this build, and no outputs kept from a run of the notebook as '
+                    f'it is now): {", ".join(unrun)}', file=sys.stderr)
+    processed = {n: process(shown[n], n) for n in names}
     renderer = Renderer(_site_url())
     pages = []
     for n in names:
@@ -298,7 +335,10 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(REPO / '_docs'))
     ap.add_argument('--workers', type=int, default=2)
-    ap.add_argument('--only', nargs='*', help='build only notebooks whose name contains one of these')
+    runs = ap.add_mutually_exclusive_group()
+    runs.add_argument('--only', nargs='+', metavar='NAME', help='run only the notebooks whose name contains one of '
+                      'these; the other pages show the outputs kept in _docs_exec/ by earlier builds')
+    runs.add_argument('--no-run', action='store_true', help='run no notebook; every page shows its kept outputs')
     args = ap.parse_args()
-    res = build(Path(args.out), args.workers, args.only)
+    res = build(Path(args.out), args.workers, [] if args.no_run else args.only)
     print(f"built {res['pages']} pages into {args.out} in {res['seconds']:.0f}s")
