@@ -18,8 +18,9 @@ usage: python .ci/build_docs.py [--out _docs] [--workers 2] [--only NAME ... | -
 from __future__ import annotations
 
 import argparse
-import base64
+import functools
 import html
+import inspect
 import json
 import multiprocessing
 import os
@@ -27,8 +28,10 @@ import re
 import shutil
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 REPO = Path(__file__).resolve().parents[1]
 NBS = REPO / 'nbs'
@@ -110,6 +113,38 @@ def process(nb: dict, name: str) -> dict:
     return json.loads(json.dumps(nbo, default=_plain))
 
 
+# ---- page names and ids ---------------------------------------------------------------------------------------------
+
+API_PAGE = 'reference.html'  # the API reference: no notebook gets this name (a notebook called `reference` keeps its stem)
+
+
+def short_name(nb_name: str) -> str:
+    "nbdev's page name for a notebook, where its links point (`doclinks._nbpath2html`): the stem without its number."
+    return re.sub(r'^\d+[a-zA-Z0-9]*_', '', Path(nb_name).stem.lower()) + '.html'
+
+
+def page_names(names: list[str]) -> dict[str, str]:
+    """Each notebook's page: nbdev's name (`07_train.ipynb` -> `train.html`, `20a_views.flow.ipynb` -> `views.flow.html`,
+    `index.ipynb` -> `index.html`) where no other notebook has the same one and it is not the API reference's; else
+    the notebook's whole stem (`00a_distributed.html` and `07b_distributed.html`). A page's name depends only on its
+    notebook's name and on whether another notebook shares the short one, never on the order of the notebooks."""
+    short = {n: short_name(n) for n in names}
+    count = Counter(short.values())
+    pages = {n: short[n] if count[short[n]] == 1 and short[n] != API_PAGE else Path(n).stem.lower() + '.html'
+             for n in names}
+    clash = {p: [n for n in names if pages[n] == p] for p, k in Counter(pages.values()).items() if k > 1 or p == API_PAGE}
+    if clash: raise SystemExit(f'notebooks that would share a page: {clash}: rename one of them')
+    return pages
+
+
+def heading_id(text: str) -> str:
+    """The id pandoc (quarto) gives a heading, which nbdev's links expect: `### ITask.decode` -> `itask.decode`, `## The
+    task interface` -> `the-task-interface` (lower case; punctuation but `_-.` dropped; spaces as hyphens; leading
+    digits and punctuation dropped, leading underscores kept, as in nbdev's links to `_names`)."""
+    s = re.sub(r'\s+', '-', re.sub(r'[^\w\s.-]', '', text.lower()).strip())
+    return re.sub(r'^[\W\d]+', '', s) or 'section'
+
+
 # ---- rendering ------------------------------------------------------------------------------------------------------
 
 def _text(v) -> str: return ''.join(v) if isinstance(v, list) else (v or '')
@@ -118,25 +153,42 @@ def _text(v) -> str: return ''.join(v) if isinstance(v, list) else (v or '')
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 _PANDOC_ATTRS = re.compile(r'\)\{[^}\n]*\}')  # quarto's `[x](url){target="_blank"}`: keep the link, drop the attributes
 _DIRECTIVE = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
+_HEADING = re.compile(r'<h([1-6]) id="[^"]*">(.*?)<a class="anchor-link" href="[^"]*">&#182;</a></h\1>', re.S)
+_SHOW_DOC = re.compile(r'^show_doc\(\s*([\w.]+)\s*[,)]')
+_MEMBERS = re.compile(r'<!--members (\d+)-->')
 
 
 class Renderer:
     "Turns processed notebooks into HTML pages that link to each other relatively."
-    def __init__(self, site_url: str):
+    def __init__(self, site_url: str, pages: dict[str, str]):
         from nbconvert.filters.markdown_mistune import markdown2html_mistune
         from pygments.formatters import HtmlFormatter
-        self._md, self.site_url = markdown2html_mistune, site_url.rstrip('/') + '/'
+        self._md, self.site_url, self.pages = markdown2html_mistune, site_url.rstrip('/') + '/', pages
         self.pygments_css = HtmlFormatter().get_style_defs('.highlight')
+        self.start_page(None)
+
+    def start_page(self, module: str | None):
+        "Before a page's cells: the module its notebook exports (where its `show_doc` cells find their names)."
+        self.module, self._ids, self._classes = module, Counter(), []
+
+    def _heading(self, m) -> str:
+        "A heading with pandoc's id (`-1`, `-2` appended to a repeated one, as pandoc does) and its ¶ link to itself."
+        level, inner = m.group(1), m.group(2)
+        base = heading_id(html.unescape(re.sub(r'<[^>]+>', '', inner)))
+        hid = base if not self._ids[base] else f'{base}-{self._ids[base]}'
+        self._ids[base] += 1
+        return f'<h{level} id="{hid}">{inner}<a class="anchor" href="#{hid}">&#182;</a></h{level}>'
 
     def markdown(self, src: str) -> str:
         src = _PANDOC_ATTRS.sub(')', src)
         out = self._md(src)
         out = out.replace(f'href="{self.site_url}', 'href="')  # doc links stay inside this site
-        out = re.sub(r'(<h[1-6] id=")([^"]+)(")', lambda m: m.group(1) + m.group(2).lower() + m.group(3), out)
+        out = _HEADING.sub(self._heading, out)
         out = re.sub(r'(src|href)="(\.\./)?static/', r'\1="static/', out)  # README pictures live in static/
         # links to a notebook (the README's `nbs/30_walkthrough.ipynb`) go to its page
-        out = re.sub(r'href="(?:\./)?(?:nbs/)?([\w.-]+)\.ipynb(#[^"]*)?"', lambda m: f'href="{page_name(m.group(1) + ".ipynb")}{m.group(2) or ""}"', out)
-        return out.replace('<a class="anchor-link"', '<a class="anchor"')
+        out = re.sub(r'href="(?:\./)?(?:nbs/)?([\w.-]+\.ipynb)(#[^"]*)?"',
+                     lambda m: f'href="{self.pages.get(m.group(1), m.group(1))}{m.group(2) or ""}"', out)
+        return out
 
     def code(self, src: str) -> str:
         from pygments import highlight
@@ -144,7 +196,8 @@ class Renderer:
         from pygments.lexers import PythonLexer
         return highlight(src, PythonLexer(), HtmlFormatter())
 
-    def output(self, o: dict) -> str:
+    def output(self, o: dict, documented: object = None) -> str:
+        "One output; `documented`: the object whose `show_doc` card this output is (the card is laid out as a card)."
         kind = o.get('output_type')
         if kind == 'stream':
             text = _ANSI.sub('', _text(o.get('text')))
@@ -160,6 +213,7 @@ class Renderer:
             if mime in data:
                 b64 = _text(data[mime]).replace('\n', '')
                 return f'<div class="out img"><img src="data:{mime};base64,{b64}" alt=""></div>'
+        if 'text/markdown' in data and documented is not None: return self.card(_text(data['text/markdown']), documented)
         if 'text/markdown' in data: return f'<div class="out md">{self.markdown(_text(data["text/markdown"]))}</div>'
         if 'text/plain' in data:
             return f'<pre class="out plain">{html.escape(_ANSI.sub("", _text(data["text/plain"])))}</pre>'
@@ -177,10 +231,82 @@ class Renderer:
         if directives.get('include') == 'false': return ''
         body = '\n'.join(lines).strip('\n')
         show_code = body and directives.get('echo') != 'false'
-        outputs = '' if directives.get('output') == 'false' else ''.join(self.output(o) for o in c.get('outputs', []))
+        shows_doc = _SHOW_DOC.match(body)
+        documented = self._documented(shows_doc.group(1)) if shows_doc else None
+        outputs = '' if directives.get('output') == 'false' else ''.join(self.output(o, documented) for o in c.get('outputs', []))
         if not show_code and not outputs: return ''
-        return ('<section class="cell">' + (f'<div class="in">{self.code(body)}</div>' if show_code else '')
+        if inspect.isclass(documented) and outputs:  # where a class's card ends: its methods, once the page is done
+            self._classes.append(documented)
+            outputs += f'<!--members {len(self._classes) - 1}-->'
+        return (f'<section class="cell{" doc" if shows_doc else ""}">' + (f'<div class="in">{self.code(body)}</div>' if show_code else '')
                 + (f'<div class="outs">{outputs}</div>' if outputs else '') + '</section>')
+
+    def _documented(self, name: str) -> object:
+        "The object a `show_doc(name)` cell documents, found in the module the notebook exports (None if not there)."
+        import importlib
+        if not self.module: return None
+        obj = importlib.import_module(self.module)
+        for part in name.split('.'): obj = getattr(obj, part, None)
+        return obj
+
+    def card(self, md: str, obj: object) -> str:
+        """A `show_doc` card: the source link at the right of the name (where quarto floats it), and a class written
+        `class Name(...)` (fastcore writes every signature with `def`), `class Name:` when it takes no argument."""
+        if inspect.isclass(obj):
+            name = re.escape(obj.__name__)
+            try: takes_nothing = not inspect.signature(obj).parameters
+            except (TypeError, ValueError): takes_nothing = False
+            if takes_nothing: md = re.sub(rf'^def ({name})\(\n\s*\*args, \*\*kwargs\n\):$', r'class \1:', md, count=1, flags=re.M)
+            md = re.sub(rf'^def ({name})\(', r'class \1(', md, count=1, flags=re.M)
+        out = self.markdown(md)
+        out = re.sub(r'<p><a href="([^"]+)">source</a></p>\s*(<h[1-6][^>]*>)', r'\2<a class="source" href="\1">source</a>', out, count=1)
+        return f'<div class="out md card">{out}</div>'
+
+    def finish_page(self, body: str) -> str:
+        "The methods of every class the page documents, under its card, but those that have a card of their own."
+        have = set(_ID.findall(body))
+        return _MEMBERS.sub(lambda m: self.members(self._classes[int(m.group(1))], have), body)
+
+    def members(self, cls: type, have: set[str]) -> str:
+        """The public methods and properties that `cls` defines (those nbdev indexes, so those its links name), each
+        with the id nbdev links it by (`tasks.html#itask.decode`), its signature and its docstring's first paragraph."""
+        from dnn_cool._modidx import d
+        from nbdev.doclinks import NbdevLookup
+        prefix = f'{cls.__module__}.{cls.__qualname__}.'
+        indexed = {k[len(prefix):] for k in d['syms'].get(cls.__module__, {}) if k.startswith(prefix)}
+        rows, kinds = [], set()
+        for name in [n for n in vars(cls) if n in indexed and not n.startswith('_')]:
+            mid = f'{cls.__name__}.{name}'.lower()  # nbdev's link: `doclinks._get_modidx`
+            if mid in have: continue
+            raw = inspect.getattr_static(cls, name)
+            doc = (inspect.getdoc(raw.fget if isinstance(raw, property) else getattr(cls, name)) or '').split('\n\n')[0]
+            doc = self.markdown(NbdevLookup().link_line(doc)) if doc else ''
+            have.add(mid)
+            kinds.add('properties' if isinstance(raw, (property, functools.cached_property)) else 'methods')
+            rows.append(f'<dt id="{mid}">{html.escape(_signature(cls, name, raw))}'
+                        f'<a class="anchor" href="#{mid}">&#182;</a></dt><dd>{doc}</dd>')
+        if not rows: return ''
+        label = ' and '.join(sorted(kinds, reverse=True)).capitalize()  # "Methods", "Properties", "Methods and properties"
+        return f'<div class="members"><p class="label">{label}</p><dl>{"".join(rows)}</dl></div>'
+
+
+class _Annotation(str):
+    "A string annotation (`from __future__ import annotations`) shown as written, without quotes."
+    def __repr__(self): return str(self)
+
+
+def _signature(cls: type, name: str, raw) -> str:
+    "`decode(activated: torch.Tensor) -> torch.Tensor`; `property name`; `classmethod from_x(...)`."
+    if isinstance(raw, (property, functools.cached_property)): return f'property {name}'
+    fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+    try: sig = inspect.signature(fn)
+    except (TypeError, ValueError): return f'{name}(...)'
+    plain = lambda a: _Annotation(a) if isinstance(a, str) else a
+    params = [p.replace(annotation=plain(p.annotation)) for p in sig.parameters.values()]
+    if not isinstance(raw, staticmethod) and not inspect.isclass(raw): params = params[1:]  # self, cls
+    sig = sig.replace(parameters=params, return_annotation=plain(sig.return_annotation))
+    kind = 'classmethod ' if isinstance(raw, classmethod) else 'staticmethod ' if isinstance(raw, staticmethod) else ''
+    return f'{kind}{name}{sig}'
 
 
 def frontmatter(nb: dict) -> dict:
@@ -195,9 +321,16 @@ def frontmatter(nb: dict) -> dict:
     return {}
 
 
-def page_name(nb_name: str) -> str:
-    "nbdev's page name: `07_train.ipynb` -> `train.html`, `20a_views.flow.ipynb` -> `views.flow.html`, `index` stays."
-    return re.sub(r'^\d+[a-z]?_', '', Path(nb_name).stem) + '.html'
+_DEFAULT_EXP = re.compile(r'^\s*#\|\s*default_exp\s+(\S+)', re.M)
+
+
+def exported_module(nb: dict) -> str | None:
+    "The module the notebook exports (`#| default_exp tasks` -> `dnn_cool.tasks`), if any."
+    from nbdev.config import get_config
+    for c in nb['cells']:
+        m = c['cell_type'] == 'code' and _DEFAULT_EXP.search(_text(c['source']))
+        if m: return f'{get_config().lib_name}.{m.group(1)}'.removesuffix('.__init__')
+    return None
 
 
 def section(nb_name: str) -> str:
@@ -232,11 +365,26 @@ div.md hr{border:0;border-top:1px solid #d0d7de;margin:22px 0 8px}div.md h3{marg
 a.anchor{margin-left:6px;color:#c0c6cc;font-size:80%}img{max-width:100%}
 table.api{border-collapse:collapse;width:100%}table.api td{padding:3px 10px 3px 0;vertical-align:top;border-bottom:1px solid #eaeef2}
 table.api td:first-child{font-family:ui-monospace,"DejaVu Sans Mono",monospace;white-space:nowrap;width:1%}
+section.doc div.outs{border-left:0;padding-left:0;overflow:visible;margin-top:0}div.card>hr{display:none}
+div.card{border-top:1px solid #d0d7de;padding-top:8px;margin-top:22px}div.card .highlight{background:#f6f8fa;border-radius:6px;padding:6px 10px;overflow-x:auto}
+div.card p{margin:6px 0}.highlight pre{margin:0}a.source{float:right;font:400 13px system-ui,sans-serif;color:#57606a;margin-left:12px}
+div.members{margin:8px 0 4px 2px;padding-left:14px;border-left:2px solid #eaeef2}div.members p.label{margin:0;font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#57606a}
+div.members dt{margin-top:8px;font:13px/1.45 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;overflow-wrap:anywhere}
+div.members dd{margin:2px 0 0 18px}div.members dd p{margin:0}
+:target{scroll-margin-top:12px}dt:target,h1:target,h2:target,h3:target,h4:target{background:#fff8c5;border-radius:4px}
+nav.side .top{display:flex;align-items:baseline;justify-content:space-between}nav.side label.toggle,nav.side input.toggle{display:none}
+@media (max-width:820px){
+nav.side{position:static;width:auto;border-right:0;border-bottom:1px solid #d0d7de;padding:10px 16px}nav.side .brand{margin:0}
+nav.side label.toggle{display:block;cursor:pointer;color:#0b63c4;font-size:15px;padding:4px 0}nav.side .links{display:none;padding-bottom:6px}
+nav.side input.toggle:checked~.links{display:block}main{margin-left:0;padding:18px 16px 60px}h1.title{font-size:26px}
+}
 """
 
 
 def layout(title: str, subtitle: str, body: str, pages: list[tuple[str, str, str]], current: str, css: str) -> str:
-    nav = ['<nav class="side"><a class="brand" href="index.html">dnn_cool</a>']
+    # on a narrow screen the sidebar folds into a "Pages" toggle above the page (a checkbox and CSS: no script)
+    nav = ['<nav class="side"><div class="top"><a class="brand" href="index.html">dnn_cool</a><label class="toggle" '
+           'for="pages-toggle">Pages &#9776;</label></div><input class="toggle" type="checkbox" id="pages-toggle"><div class="links">']
     for sec in SECTIONS:
         items = [(f, t) for f, t, s in pages if s == sec]
         if not items: continue
@@ -245,15 +393,16 @@ def layout(title: str, subtitle: str, body: str, pages: list[tuple[str, str, str
             cls = ' class="current"' if f == current else ''
             nav.append(f'<li><a href="{f}"{cls}>{html.escape(t)}</a></li>')
         nav.append('</ul>')
-    nav.append('</nav>')
+    nav.append('</div></nav>')
     head = f'<h1 class="title">{html.escape(title)}</h1>' + (f'<p class="subtitle">{subtitle}</p>' if subtitle else '')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{html.escape(title)} · dnn_cool</title>'
             f'<style>{CSS}{css}</style></head><body>{"".join(nav)}<main>{head}{body}</main></body></html>')
 
 
-def api_reference(renderer: Renderer) -> str:
-    "Every public name of the package, by module, linked to the page that documents it."
+def api_reference(renderer: Renderer, module_pages: dict[str, tuple[str, str]]) -> str:
+    """Every public name of the package, by module, linked where nbdev links it (the notebook that defines it; a method
+    to its entry under its class) and each module to its notebook's page."""
     sys.path.insert(0, str(REPO))
     import importlib
     from dnn_cool._modidx import d
@@ -264,17 +413,68 @@ def api_reference(renderer: Renderer) -> str:
         names = [(s.split('.', 2)[-1] if s.count('.') >= 2 else s, link) for s, (link, _) in syms.items()]
         names = [(n, link) for n, link in names if n.split('.')[0] in public and not n.split('.')[-1].startswith('_')]
         if not names: continue
-        doc = renderer.markdown((module.__doc__ or '').strip().splitlines()[0]) if module.__doc__ else ''
-        rows.append(f'<h2 id="{mod}">{html.escape(mod)}</h2>{doc}<table class="api"><tbody>')
+        doc = (module.__doc__ or '').strip().splitlines()
+        doc = renderer.markdown(doc[0]).strip().removeprefix('<p>').removesuffix('</p>') if doc else ''
+        if mod in module_pages:
+            page, title = module_pages[mod]
+            doc += f'{" · " if doc else ""}<a href="{page}">{html.escape(title)}</a>'
+        rows.append(f'<h2 id="{mod}">{html.escape(mod)}<a class="anchor" href="#{mod}">&#182;</a></h2>'
+                    f'<p>{doc}</p><table class="api"><tbody>')
         for n, link in sorted(names, key=lambda x: x[0].lower()):
             obj = module
             for part in n.split('.'): obj = getattr(obj, part, None)
             summary = ((getattr(obj, '__doc__', None) or '').strip().splitlines() or [''])[0]
-            summary = renderer.markdown(summary).removeprefix('<p>').removesuffix('</p>\n').removesuffix('</p>')
+            summary = renderer.markdown(summary).strip().removeprefix('<p>').removesuffix('</p>')
             rows.append(f'<tr><td><a href="{link}">{html.escape(n)}</a></td><td>{summary}</td></tr>')
         rows.append('</tbody></table>')
     return ''.join(rows)
 
+
+# ---- links ----------------------------------------------------------------------------------------------------------
+
+_ID = re.compile(r'''(?<![\w-])id=["']([^"']+)["']''')
+_LINK = re.compile(r'(<a\b[^>]*?\shref=")([^"]*)(")', re.S)
+
+
+def resolve_links(pages: dict[str, str], short: dict[str, list[str]], out: Path, notebook_of: dict[str, str]) -> dict[str, str]:
+    """Every link inside the site goes to a file that exists and, with a `#fragment`, to an element with that id. nbdev
+    names a page by its short name (`distributed.html#init_distributed`), which two notebooks may share: such a link
+    goes to the one of them that has the id. `#cls.__init__` goes to the class (whose card documents its constructor).
+    Any other link to a missing page or id fails the build, saying which notebook has it and where it points."""
+    ids = {p: set(_ID.findall(h)) for p, h in pages.items()}
+    problems = []
+
+    def target(page: str, href: str) -> str:
+        if not href or re.match(r'^([a-z][a-z0-9+.-]*:|//)', href, re.I): return href  # https:, mailto:, data:, ...
+        file, _, fragment = href.partition('#')
+        if file and not file.endswith('.html'):
+            if not (out / unquote(file)).exists(): problems.append(f'{notebook_of[page]}: a link to {href}: no such file')
+            return href
+        candidates = [file or page] if (file or page) in pages else short.get(file, [])
+        if not fragment:
+            if len(candidates) == 1: return candidates[0]
+            problems.append(f'{notebook_of[page]}: a link to {href}: ' + (f'which of {candidates}?' if candidates else 'no such page'))
+            return href
+        want = [unquote(fragment)] + ([unquote(fragment).removesuffix('.__init__')] if fragment.endswith('.__init__') else [])
+        for frag in want:
+            having = [c for c in candidates if frag in ids[c]]
+            if len(having) == 1: return ('' if having[0] == page else having[0]) + '#' + frag
+            if len(having) > 1:
+                problems.append(f'{notebook_of[page]}: a link to {href}: the id is on each of {having}')
+                return href
+        problems.append(f'{notebook_of[page]}: a link to {href}: ' + (f'no id "{unquote(fragment)}" on {candidates}'
+                                                                      if candidates else 'no such page'))
+        return href
+
+    resolved = {p: _LINK.sub(lambda m: m.group(1) + target(p, m.group(2)) + m.group(3), h) for p, h in pages.items()}
+    if problems:
+        raise SystemExit(f'{len(problems)} link(s) lead nowhere (a heading\'s id is its text in lower case with hyphens '
+                         f'for spaces; a documented name\'s is `name` or `class.method` in lower case):\n  '
+                         + '\n  '.join(problems))
+    return resolved
+
+
+# ---- the site -------------------------------------------------------------------------------------------------------
 
 def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
     """Run the notebooks (all of them, or those whose name contains one of `only`; none for `only=[]`) and render
@@ -282,18 +482,20 @@ def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
     started = time.time()
     sys.path.insert(0, str(REPO))
     names = sorted(p.name for p in NBS.glob('*.ipynb'))
+    page_of = page_names(names)
     raw = {n: json.loads((NBS / n).read_text()) for n in names}
     run = names if only is None else [n for n in names if any(o in n for o in only)]
     to_run = [str(NBS / n) for n in run]  # a full build runs every notebook: this is also the notebook test run
     executed, failures, timings = {}, [], {}
     # one fresh process per notebook (spawned: a notebook must not inherit another's state, nor a forked torch)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as pool:
-        for path, nb, err, secs in pool.map(execute, to_run):
-            timings[Path(path).name] = secs
-            if err: failures.append((path, err))
-            else:
-                executed[Path(path).name] = nb
-                keep(Path(path).name, nb)
+    if to_run:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as pool:
+            for path, nb, err, secs in pool.map(execute, to_run):
+                timings[Path(path).name] = secs
+                if err: failures.append((path, err))
+                else:
+                    executed[Path(path).name] = nb
+                    keep(Path(path).name, nb)
     if failures:
         for path, err in failures: sys.stderr.write(f'\n==== {path} failed:\n{err}\n')
         raise SystemExit(f'{len(failures)} notebook(s) failed: {[Path(p).name for p, _ in failures]}')
@@ -305,24 +507,33 @@ def build(out: Path, workers: int, only: list[str] | None = None) -> dict:
     if unrun: print(f'shown without outputs (not run in this build, and no outputs kept from a run of the notebook as '
                     f'it is now): {", ".join(unrun)}', file=sys.stderr)
     processed = {n: process(shown[n], n) for n in names}
-    renderer = Renderer(_site_url())
-    pages = []
+    renderer = Renderer(_site_url(), page_of)
+    titles = {n: frontmatter(processed[n]).get('title') or Path(n).stem for n in names}
+    sidebar = [(page_of[n], titles[n], section(n)) for n in names] + [(API_PAGE, 'API reference', 'Reference')]
+    html_pages, notebook_of = {}, {API_PAGE: 'the API reference'}
+
+    def add(page: str, source: str, text: str):
+        if page in html_pages: raise SystemExit(f'{source} would overwrite the page of {notebook_of[page]} ({page})')
+        html_pages[page], notebook_of[page] = text, source
+    module_pages = {}
     for n in names:
-        fm = frontmatter(processed[n])
-        pages.append((page_name(n), fm.get('title') or Path(n).stem, section(n)))
-    pages.append(('api.html', 'API reference', 'Reference'))
+        nb, fm = processed[n], frontmatter(processed[n])
+        module = exported_module(raw[n])
+        if module: module_pages[module] = (page_of[n], titles[n])
+        renderer.start_page(module)
+        body = renderer.finish_page(''.join(renderer.cell(c) for c in nb['cells']))
+        subtitle = renderer.markdown(fm['description'])[3:-5] if fm.get('description') else ''  # strip <p></p>
+        add(page_of[n], n, layout(titles[n], subtitle, body, sidebar, page_of[n], renderer.pygments_css))
+    renderer.start_page(None)
+    add(API_PAGE, 'the API reference', layout('API reference', 'Every public name, by module.',
+                                             api_reference(renderer, module_pages), sidebar, API_PAGE, renderer.pygments_css))
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     if (REPO / 'static').exists(): shutil.copytree(REPO / 'static', out / 'static')
-    for n in names:
-        nb, fm = processed[n], frontmatter(processed[n])
-        body = ''.join(renderer.cell(c) for c in nb['cells'])
-        subtitle = renderer.markdown(fm['description'])[3:-5] if fm.get('description') else ''  # strip <p></p>
-        title = fm.get('title') or Path(n).stem
-        (out / page_name(n)).write_text(layout(title, subtitle, body, pages, page_name(n), renderer.pygments_css))
-    (out / 'api.html').write_text(layout('API reference', 'Every public name, by module.', api_reference(renderer),
-                                         pages, 'api.html', renderer.pygments_css))
-    return dict(pages=len(pages), seconds=time.time() - started, executed=timings)
+    short = {}
+    for n in names: short.setdefault(short_name(n), []).append(page_of[n])
+    for page, text in resolve_links(html_pages, short, out, notebook_of).items(): (out / page).write_text(text)
+    return dict(pages=len(html_pages), notebooks=len(names), seconds=time.time() - started, executed=timings)
 
 
 def _site_url() -> str:
@@ -341,4 +552,5 @@ if __name__ == '__main__':
     runs.add_argument('--no-run', action='store_true', help='run no notebook; every page shows its kept outputs')
     args = ap.parse_args()
     res = build(Path(args.out), args.workers, [] if args.no_run else args.only)
-    print(f"built {res['pages']} pages into {args.out} in {res['seconds']:.0f}s")
+    print(f"built {res['pages']} pages ({res['notebooks']} notebooks and the API reference) into {args.out} "
+          f"in {res['seconds']:.0f}s")
