@@ -1,6 +1,14 @@
 """Build dnn_cool's documentation site into `_docs/` without quarto: one self-contained page per notebook, a sidebar,
 and an API reference; no page asks the network for anything (no CDN script, stylesheet or font).
 
+Pages: a notebook's page has the name nbdev gives it (`07_train.ipynb` -> `train.html`), which is where nbdev's links
+point, unless another notebook would have the same name or it is the API reference's (`reference.html`): then it has
+the notebook's whole stem (`00a_distributed.html` and `07b_distributed.html`). Nothing else decides a name, so a new
+notebook needs no change here, and no page is ever written twice (the build stops if one would be). Headings get the
+ids pandoc gives them (`### ITask.decode` -> `itask.decode`), and under each class's `show_doc` card its methods are
+listed with the ids nbdev links them by; every link inside the site is then checked against the ids its page has (a
+link nbdev wrote to a shared name goes to the page that has the id), and the build stops on one that leads nowhere.
+
 The notebooks go through the same preparation as `nbdev_docs` (nbdev's processors: `show_doc` for every exported name,
 doc links, hidden cells removed), so this build also checks that nbdev's own quarto path can prepare them. Notebooks
 saved without outputs (the library's notebooks) are executed first, in the plain shell nbdev_test uses, so their
