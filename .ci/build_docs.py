@@ -378,7 +378,7 @@ div.card{border-top:1px solid #d0d7de;padding-top:8px;margin-top:22px}div.card .
 div.card p{margin:6px 0}.highlight pre{margin:0}a.source{float:right;font:400 13px system-ui,sans-serif;color:#57606a;margin-left:12px}
 div.members{margin:8px 0 4px 2px;padding-left:14px;border-left:2px solid #eaeef2}div.members p.label{margin:0;font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#57606a}
 div.members dt{margin-top:8px;font:13px/1.45 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;overflow-wrap:anywhere}
-div.members dd{margin:2px 0 0 18px}div.members dd p{margin:0}
+div.members dd{margin:2px 0 0 18px}span.where{color:#57606a;white-space:nowrap}div.members dd p{margin:0}
 :target{scroll-margin-top:12px}dt:target,h1:target,h2:target,h3:target,h4:target{background:#fff8c5;border-radius:4px}
 nav.side .top{display:flex;align-items:baseline;justify-content:space-between}nav.side label.toggle,nav.side input.toggle{display:none}
 @media (max-width:820px){
@@ -425,7 +425,7 @@ def api_reference(renderer: Renderer, module_pages: dict[str, tuple[str, str]]) 
         doc = renderer.markdown(doc[0]).strip().removeprefix('<p>').removesuffix('</p>') if doc else ''
         if mod in module_pages:
             page, title = module_pages[mod]
-            doc += f'{" · " if doc else ""}<a href="{page}">{html.escape(title)}</a>'
+            doc += f'{" " if doc else ""}<span class="where">(notebook: <a href="{page}">{html.escape(title)}</a>)</span>'
         rows.append(f'<h2 id="{mod}">{html.escape(mod)}<a class="anchor" href="#{mod}">&#182;</a></h2>'
                     f'<p>{doc}</p><table class="api"><tbody>')
         for n, link in sorted(names, key=lambda x: x[0].lower()):

@@ -111,6 +111,22 @@ def test_every_link_inside_the_site_reaches_an_existing_page_and_id(site, browse
     page.assert_clean()
 
 
+def test_a_narrow_screen_shows_the_page_with_the_sidebar_folded(site, browser):
+    "On a phone (or a narrow docs column) the text gets the width; the sidebar opens from its toggle."
+    page = Page(browser.new_context(viewport={'width': 420, 'height': 800}).new_page())
+    page.goto((site / 'tasks.html').as_uri())
+    main = page.locator('main').bounding_box()
+    assert main['x'] < 30 and main['width'] > 380, main
+    entry = page.locator('nav.side li a[href="index.html"]')
+    assert not entry.is_visible()
+    page.locator('nav.side label.toggle').click()
+    assert entry.is_visible()
+    entry.click()
+    page.wait_for_load_state('load')
+    assert page.url.endswith('/index.html')
+    page.assert_clean()
+
+
 def test_a_collapsed_tree_expands_and_the_flow_graph_is_drawn(site, browser):
     page = Page(browser.new_context().new_page())
     page.goto((site / 'views.explanations.html').as_uri())
