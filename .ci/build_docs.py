@@ -380,11 +380,16 @@ div.members{margin:8px 0 4px 2px;padding-left:14px;border-left:2px solid #eaeef2
 div.members dt{margin-top:8px;font:13px/1.45 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;overflow-wrap:anywhere}
 div.members dd{margin:2px 0 0 18px}span.where{color:#57606a;white-space:nowrap}div.members dd p{margin:0}
 :target{scroll-margin-top:12px}dt:target,h1:target,h2:target,h3:target,h4:target{background:#fff8c5;border-radius:4px}
+section.md table{display:block;max-width:100%;overflow-x:auto}
+section.md pre,div.md pre{background:#f6f8fa;border-radius:6px;padding:8px 12px;overflow-x:auto;font-size:13px}
+section.md .highlight pre,div.md .highlight pre{padding:0;background:none}
+@media (max-width:1100px){nav.side{width:220px}main{margin-left:220px;padding:24px 24px 80px}}
 nav.side .top{display:flex;align-items:baseline;justify-content:space-between}nav.side label.toggle,nav.side input.toggle{display:none}
 @media (max-width:820px){
 nav.side{position:static;width:auto;border-right:0;border-bottom:1px solid #d0d7de;padding:10px 16px}nav.side .brand{margin:0}
 nav.side label.toggle{display:block;cursor:pointer;color:#0b63c4;font-size:15px;padding:4px 0}nav.side .links{display:none;padding-bottom:6px}
 nav.side input.toggle:checked~.links{display:block}main{margin-left:0;padding:18px 16px 60px}h1.title{font-size:26px}
+table.api td:first-child{white-space:normal;overflow-wrap:anywhere;width:40%}
 }
 """
 

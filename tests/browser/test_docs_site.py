@@ -124,6 +124,13 @@ def test_a_narrow_screen_shows_the_page_with_the_sidebar_folded(site, browser):
     entry.click()
     page.wait_for_load_state('load')
     assert page.url.endswith('/index.html')
+    # no page scrolls sideways: wide code, tables and figures scroll inside their own box
+    wide = {}
+    for f in sorted(site.glob('*.html')):
+        page.goto(f.as_uri())
+        width = page.evaluate('() => document.documentElement.scrollWidth')
+        if width > 420: wide[f.name] = width
+    assert not wide, f'pages wider than the 420 px screen: {wide}'
     page.assert_clean()
 
 
