@@ -259,13 +259,15 @@ class Renderer:
 
     def card(self, md: str, obj: object) -> str:
         """A `show_doc` card: the source link at the right of the name (where quarto floats it), and a class written
-        `class Name(...)` (fastcore writes every signature with `def`), `class Name:` when it takes no argument."""
+        `class Name(...)` (fastcore writes every signature with `def`, and a class's with `__init__`'s `->None`), `class
+        Name:` when it takes no argument."""
         if inspect.isclass(obj):
             name = re.escape(obj.__name__)
             try: takes_nothing = not inspect.signature(obj).parameters
             except (TypeError, ValueError): takes_nothing = False
             if takes_nothing: md = re.sub(rf'^def ({name})\(\n\s*\*args, \*\*kwargs\n\):$', r'class \1:', md, count=1, flags=re.M)
             md = re.sub(rf'^def ({name})\(', r'class \1(', md, count=1, flags=re.M)
+            md = re.sub(r'^\)->None:$', '):', md, count=1, flags=re.M)  # `__init__`'s return, not the class's
         out = self.markdown(md)
         out = re.sub(r'<p><a href="([^"]+)">source</a></p>\s*(<h[1-6][^>]*>)', r'\2<a class="source" href="\1">source</a>', out, count=1)
         return f'<div class="out md card">{out}</div>'
