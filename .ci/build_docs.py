@@ -123,7 +123,7 @@ def process(nb: dict, name: str) -> dict:
 
 # ---- page names and ids ---------------------------------------------------------------------------------------------
 
-API_PAGE = 'reference.html'  # the API reference: no notebook gets this name (a notebook called `reference` keeps its stem)
+API_PAGE = 'reference.html'  # the API reference's: no notebook gets it (`95_reference.ipynb` would be `95_reference.html`)
 
 
 def short_name(nb_name: str) -> str:
