@@ -53,8 +53,8 @@ def fit(c: WalkthroughConfig, data, flow, device: str, plot: LivePlot | None) ->
     train = ds['train'].loader(c.batch_size, shuffle=True, generator=torch.Generator().manual_seed(c.seed))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=c.epochs * len(train))
     trainer = Trainer(model, flow.get_loss(), optimizer, train, ds['valid'].loader(c.batch_size), flow=flow, epochs=c.epochs,
-                      scheduler=scheduler, scheduler_interval='step', device=device, restore_best=True, progress=False,
-                      seed=c.seed, live_plot=False, callbacks=[plot] if plot is not None else [])
+                      scheduler=scheduler, scheduler_interval='step', device=device, progress=False, seed=c.seed,
+                      callbacks=[Checkpoint(restore_best=True), *([plot] if plot is not None else [])])
     if device.startswith('cuda'): torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit()

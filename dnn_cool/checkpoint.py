@@ -24,17 +24,17 @@ import torch.nn as nn
 from fastcore.basics import patch
 
 import dnn_cool
-from .flow import (ALL_INPUTS, And, Condition, FlowNode, Not, Or, Ref, TaskFlow, as_flow, decoder_thresholds,
-                           rebase_condition, set_decoder_thresholds, _checked_thresholds)
+from .flow import ALL_INPUTS, And, Condition, FlowNode, Not, Or, Ref, TaskFlow, as_flow, rebase_condition
 from .module import FlowModule, find_flow
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
-                            MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, threshold_labels)
-from .tuning import load_thresholds, save_thresholds
+                            MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask)
+from .thresholds import (check_thresholds, decoder_thresholds, load_thresholds, set_decoder_thresholds,
+                                 threshold_labels)
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'TASK_TYPES', 'replace_atomically', 'thresholds_path', 'task_description', 'flow_structure',
-           'flat_structure', 'structure_diff', 'rng_state', 'set_rng_state', 'check_plain', 'CheckpointError',
-           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'register_task_type', 'load_flow']
+__all__ = ['FORMAT', 'VERSION', 'TASK_TYPES', 'replace_atomically', 'task_description', 'flow_structure', 'flat_structure',
+           'structure_diff', 'rng_state', 'set_rng_state', 'check_plain', 'CheckpointError', 'save_checkpoint',
+           'read_checkpoint', 'load_checkpoint', 'register_task_type', 'load_flow', 'update_checkpoint_thresholds']
 
 # %% ../nbs/07a_checkpoint.ipynb #ba145f3a
 def replace_atomically(path: str | os.PathLike,
@@ -57,8 +57,8 @@ def replace_atomically(path: str | os.PathLike,
             finally: os.close(dfd)
     return path
 
-def thresholds_path(path: str | os.PathLike) -> Path:
-    "Where a checkpoint's thresholds are also written as JSON: `<path>.thresholds.json`."
+def _sidecar_path(path: str | os.PathLike) -> Path:
+    "Where dnn_cool up to 0.5.0 also wrote a checkpoint's thresholds, as JSON: `<path>.thresholds.json` (no longer written or read)."
     return Path(f'{os.fspath(path)}.thresholds.json')
 
 # %% ../nbs/07a_checkpoint.ipynb #e2a08158
@@ -242,11 +242,15 @@ def save_checkpoint(path: str | os.PathLike,
     if training is not None:
         check_plain(training, 'training')
         ckpt['training'] = dict(training)
-    path = replace_atomically(path, lambda tmp: torch.save(ckpt, tmp))
-    replace_atomically(thresholds_path(path), lambda tmp: save_thresholds(tmp, thresholds))
-    return path
+    return replace_atomically(path, lambda tmp: torch.save(ckpt, tmp))
 
 # %% ../nbs/07a_checkpoint.ipynb #518ec8bc
+def _written_before(meta: dict | None, version: tuple) -> bool:
+    "Was the checkpoint written by a dnn_cool older than `version` (e.g. `(0, 6)`)?"
+    if not meta: return True
+    numbers = re.findall(r'\d+', str(meta.get('dnn_cool', '0')))[:len(version)]
+    return tuple(int(n) for n in numbers) < version
+
 def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
     "The checkpoint at `path`, checked: `state_dict`, `meta`, `training`, `thresholds` and the info keys (epoch, score...)."
     path = Path(path)
@@ -274,8 +278,9 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
         except (TypeError, ValueError) as e: raise CheckpointError(f"{path}: its metadata is not valid JSON ({e})") from e
         out = {k: v for k, v in meta.items() if k not in ('format', 'version', 'flow')}
         out.update(state_dict=raw['state_dict'], meta=meta, training=raw.get('training'))
-    json_path = thresholds_path(path)
-    if json_path.exists(): out['thresholds'] = load_thresholds(json_path)  # saved over the checkpoint: it wins
+    sidecar = _sidecar_path(path)
+    if sidecar.exists() and _written_before(out['meta'], (0, 6)):  # 0.5.0 read thresholds tuned after training from
+        out['thresholds'] = load_thresholds(sidecar)                  # there: a checkpoint it wrote still loads them
     out.setdefault('thresholds', {})
     out['path'] = str(path)
     return out
@@ -300,7 +305,7 @@ def _apply_checkpoint(model: nn.Module, ckpt: dict, flow: TaskFlow | None = None
             raise CheckpointError(f"{path} was saved from a flow of a different structure than '{flow.name}':\n  - "
                                   + '\n  - '.join(diff) + "\nload it into the flow it was trained with, or rebuild "
                                   f"that flow with load_flow('{path}') (strict=False loads whatever fits)")
-    try: checked = _checked_thresholds(flow, ckpt['thresholds'], strict=strict) if flow is not None else {}
+    try: checked = check_thresholds(flow, ckpt['thresholds'], strict=strict) if flow is not None else {}
     except (KeyError, ValueError) as e: raise type(e)(f"{path}: {e.args[0] if e.args else e}") from e
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try: model.load_state_dict(ckpt['state_dict'])
@@ -368,3 +373,18 @@ def from_checkpoint(cls: FlowModule, path: str | os.PathLike, map_location='cpu'
         warnings.warn(f"{path} also holds {len(others)} weights outside the flow module (e.g. {others[0]!r}): the module "
                       f"runs on the features they compute; rebuild the whole model and use load_checkpoint for them")
     return module.eval()
+
+# %% ../nbs/07a_checkpoint.ipynb #91afd964
+def update_checkpoint_thresholds(path: str | os.PathLike,
+                                 thresholds: Mapping | TaskFlow,  # `{task path: threshold}`, or a flow whose current thresholds to store
+                                 ) -> Path:
+    "Replace the thresholds stored in the checkpoint at `path`, checked against its flow; everything else is kept."
+    ckpt = read_checkpoint(path)
+    if not ckpt['meta']: raise CheckpointError(f"{path} was written before checkpoints held the flow's structure: save it again with save_checkpoint")
+    values = decoder_thresholds(thresholds) if isinstance(thresholds, TaskFlow) else thresholds
+    try: checked = check_thresholds(_flow_from(ckpt), values)
+    except (KeyError, ValueError) as e: raise type(e)(f"{path}: {e.args[0] if e.args else e}") from e
+    raw = torch.load(path, map_location='cpu', weights_only=True)
+    meta = {**ckpt['meta'], 'thresholds': {**ckpt['thresholds'], **checked}, 'dnn_cool': dnn_cool.__version__}
+    raw['meta'] = json.dumps(_json_safe(meta), allow_nan=False)  # written by this version: an old file next to it no longer counts
+    return replace_atomically(path, lambda tmp: torch.save(raw, tmp))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from typing import Mapping
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['seed_everything', 'model_device', 'evaluating', 'to_device', 'nonfinite_rows']
+__all__ = ['seed_everything', 'model_device', 'evaluating', 'to_device', 'nonfinite_rows', 'PerDevice', 'in_notebook']
 
 # %% ../nbs/00_core.ipynb #ea3c745e
 def seed_everything(seed: int,  # seeds Python's `random`, numpy's global generator and torch (CPU and every GPU)
@@ -87,3 +88,23 @@ def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
     "`(n,)` bool: which rows (entries of the first dim) of `t` `(n, ...)` hold a NaN or an inf anywhere."
     finite = torch.isfinite(t)
     return ~(finite.flatten(1).all(1) if t.ndim > 1 else finite)  # flatten, not reshape(n, -1): n may be 0
+
+# %% ../nbs/00_core.ipynb #62941ef6
+class PerDevice:
+    "A constant tensor copied to each device (and dtype) once: copying a CPU tensor on every call syncs a CUDA host."
+    def __init__(self, values, dtype=torch.float32):
+        self.values, self._copies = torch.as_tensor(values, dtype=dtype), {}
+    def on(self, device, dtype=None) -> torch.Tensor:
+        key = (torch.device(device), dtype)
+        if key not in self._copies: self._copies[key] = self.values.to(device=device, dtype=dtype or self.values.dtype)
+        return self._copies[key]
+    def __repr__(self): return f'PerDevice({self.values.tolist()})'
+
+# %% ../nbs/00_core.ipynb #703999c7
+def in_notebook() -> bool:
+    "Is this a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab, nbconvert), as opposed to a terminal or a test run?"
+    ipython = sys.modules.get('IPython')
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None: return False
+    if 'google.colab' in sys.modules: return True
+    return 'IPKernelApp' in getattr(shell, 'config', {}) or type(shell).__name__ == 'ZMQInteractiveShell'

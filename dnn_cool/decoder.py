@@ -16,10 +16,9 @@ from fastcore.basics import patch
 
 from .evaluation import Predictions, collect_predictions
 from .flow import TaskFlow, as_flow
-from .tasks import Decoder, is_tunable, task_threshold, threshold_labels
-from .flow import set_decoder_thresholds
+from .thresholds import (Decoder, is_tunable, load_thresholds as read_thresholds, save_thresholds as write_thresholds,
+                                 set_decoder_thresholds, task_threshold, threshold_labels, tuning_data)
 from .tuning import ThresholdResult, tune_multilabel, tune_threshold
-from .tuning import load_thresholds as read_thresholds, save_thresholds as write_thresholds
 
 # %% auto #0
 __all__ = ['FlowDecoder', 'get_decoder', 'TuningResults', 'ThresholdKeptWarning', 'tuned_thresholds', 'tuning_table']
@@ -203,7 +202,7 @@ def tuned_thresholds(results: Mapping[str, ThresholdResult | list[ThresholdResul
 def _tuning_data(self: FlowDecoder, predictions, targets) -> tuple[object, str]:
     "The data to tune on and, in words, what it is."
     if predictions is None:
-        kept = getattr(self.flow, 'validation_data', None)
+        kept = tuning_data(self.flow)  # left by the last fit (dnn_cool.thresholds.TuningData)
         if kept is None:
             raise ValueError(f"tune() has nothing to tune on: flow '{self.graph.name}' has not been fit by a Trainer with a "
                              f"valid_loader. Pass predictions on labelled held-out data, e.g. "

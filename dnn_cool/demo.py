@@ -20,7 +20,7 @@ from .evaluation import collect_predictions, evaluate
 from .explanations import explain_batch, render_text
 from .synthetic import make_synthetic, synthetic_project
 from .tensorboard import TensorBoardLogger
-from .train import FlowNet, Trainer, seed_everything
+from .train import Checkpoint, FlowNet, Trainer, seed_everything
 
 # %% auto #0
 __all__ = ['SyntheticBackbone', 'WalkthroughConfig', 'WalkthroughResult', 'check_targets', 'run_walkthrough']
@@ -106,8 +106,8 @@ def run_walkthrough(config: WalkthroughConfig = WalkthroughConfig(),
     logger = TensorBoardLogger(log_dir, best_worst_loader=ds['valid'].loader(256), dataset_inputs=ds['valid'].inputs['image'],
                                best_worst_every=c.epochs)
     trainer = Trainer(model, flow.get_loss(), optimizer, loaders['train'], loaders['valid'], flow=flow, epochs=c.epochs,
-                      scheduler=scheduler, scheduler_interval='step', callbacks=[logger], device=c.device,
-                      restore_best=True, progress=c.progress, seed=c.seed)
+                      scheduler=scheduler, scheduler_interval='step', device=c.device, seed=c.seed,
+                      callbacks=[logger, Checkpoint(restore_best=True)], progress='auto' if c.progress else False)
     history = trainer.fit()
 
     eval_loader = {k: d.loader(256) for k, d in ds.items()}

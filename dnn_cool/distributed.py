@@ -5,17 +5,21 @@
 # %% ../nbs/00a_distributed.ipynb #7d625dc1
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import warnings
 from typing import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 
 # %% auto #0
 __all__ = ['is_distributed', 'rank', 'world_size', 'is_rank_zero', 'barrier', 'launched_distributed', 'init_distributed',
-           'all_reduce_sum_', 'all_gather_cat', 'ShardSampler', 'loader_is_sharded', 'shard_loader', 'set_loader_epoch']
+           'all_reduce_sum_', 'all_gather_cat', 'ShardSampler', 'loader_is_sharded', 'shard_loader', 'set_loader_epoch',
+           'LocalCountsWarning', 'training_counts', 'counting', 'ModelAndLoss', 'wrap_ddp']
 
 # %% ../nbs/00a_distributed.ipynb #74d1cf25
 def is_distributed() -> bool:
@@ -133,3 +137,47 @@ def set_loader_epoch(loader, epoch: int) -> None:
     "Tell a sharded training loader which epoch starts, so every process reshuffles alike."
     sampler = _samplers(loader)[0] if isinstance(loader, DataLoader) else None
     if hasattr(sampler, 'set_epoch'): sampler.set_epoch(epoch)
+
+# %% ../nbs/00a_distributed.ipynb #b93815ab
+class LocalCountsWarning(UserWarning):
+    "A loss with `global_counts=False` trains under DDP: its gradients differ from one process's on the whole batch."
+
+def training_counts(criterion) -> bool | None:
+    "Under DDP: do `criterion`'s training steps divide by the counts over all processes? None: it has no `global_counts`."
+    if not hasattr(criterion, 'global_counts'): return None  # a criterion of your own decides for itself
+    given = criterion.global_counts
+    if given is False and is_rank_zero():
+        warnings.warn(f"the criterion has global_counts=False under DDP ({world_size()} processes): each process "
+                      f"divides a task's loss sum by its own count of that task's samples, so a label alone on its "
+                      f"process weighs as much as all of that task's labels on another, and the gradient DDP averages "
+                      f"is not the one of a single process on the whole batch. Leave global_counts unset (or True) to "
+                      f"divide by the counts over all processes: one small all-reduce per step", LocalCountsWarning,
+                      stacklevel=3)
+    return given is not False
+
+@contextlib.contextmanager
+def counting(criterion, global_counts: bool | None):
+    "`criterion.global_counts = global_counts` inside the block (nothing when None), then what it was, also after an error."
+    if global_counts is None:
+        yield
+        return
+    given = criterion.global_counts
+    criterion.global_counts = global_counts
+    try: yield
+    finally: criterion.global_counts = given
+
+class ModelAndLoss(nn.Module):
+    "The model and a loss with parameters, as one module for DDP (so the loss's learned weights are averaged too)."
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+    def forward(self, batch): return self.model(batch)
+
+def wrap_ddp(model: nn.Module, criterion, device: torch.device) -> nn.Module:
+    "`DistributedDataParallel` around `model` (on `device`), with `criterion` when it has parameters."
+    model.to(device)
+    module = model
+    if isinstance(criterion, nn.Module) and any(True for _ in criterion.parameters()):
+        module = ModelAndLoss(model, criterion.to(device))
+    ids = [device.index] if device.type == 'cuda' else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)

@@ -9,18 +9,17 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Callable, Iterable, Mapping, Sequence
 
-import math
 import warnings
 
-import numpy as np
 import torch
 
-from .tasks import ITask, is_tunable, task_threshold, threshold_labels
+from .tasks import ITask
+from .thresholds import decoder_thresholds, set_decoder_thresholds  # noqa: F401  (their home is dnn_cool.thresholds)
 
 # %% auto #0
 __all__ = ['ALL_INPUTS', 'FlowDefinitionError', 'Condition', 'Ref', 'Not', 'And', 'Or', 'rebase_condition', 'evaluate_condition',
            'FlowNode', 'TaskNode', 'FlowGraph', 'InputRef', 'TaskFlow', 'FlowRedefinedWarning', 'Project', 'as_flow',
-           'precondition_masks', 'summary', 'decoder_thresholds', 'set_decoder_thresholds']
+           'precondition_masks', 'summary']
 
 # %% ../nbs/03_flow.ipynb #5f37b773
 class FlowDefinitionError(ValueError):
@@ -235,6 +234,7 @@ class TaskFlow(ITask):
     def __init__(self, name: str, nodes: Sequence[FlowNode]):
         self.name, self.nodes = name, tuple(nodes)
         self.graph = self._expand()
+        self.tuning_data = None  # what `flow.get_decoder().tune()` tunes on by default, left by a fit (dnn_cool.thresholds)
 
     @property
     def input_keys(self) -> list[str]: return self.graph.input_keys
@@ -412,41 +412,3 @@ def _graph_repr(self: FlowGraph) -> str:
     return '\n'.join(line.rstrip() for line in lines)
 
 FlowGraph.__repr__ = _graph_repr
-
-# %% ../nbs/03_flow.ipynb #264da474
-def decoder_thresholds(flow: TaskFlow) -> dict[str, float | list[float]]:
-    "Every tunable decoder's threshold by task path: a float, or one float per label (as `FlowDecoder.thresholds()`)."
-    return {n.path: task_threshold(n.task) for n in flow.graph.nodes if is_tunable(n.task)}
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-def _checked_thresholds(flow: TaskFlow, thresholds: Mapping, strict: bool) -> dict[str, float | list[float]]:
-    "`thresholds` as floats (one per label for per-label tasks), or a clear error naming the task at fault."
-    tunable, checked = list(decoder_thresholds(flow)), {}
-    for path, value in thresholds.items():
-        if path not in flow.graph.paths:
-            if not strict: continue
-            raise KeyError(f"flow '{flow.graph.name}' has no task '{path}'; its tunable tasks: {tunable}")
-        task = flow.graph[path].task
-        if not is_tunable(task):
-            raise ValueError(f"task '{path}' has no tunable threshold (its decoder is {getattr(task, 'decoder', None)!r})")
-        n, value = threshold_labels(task), value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
-        if n is None and _is_number(value): checked[path] = float(value)
-        elif n is not None and _is_number(value): checked[path] = [float(value)] * n
-        elif n is not None and isinstance(value, (list, tuple)) and len(value) == n and all(map(_is_number, value)):
-            checked[path] = [float(v) for v in value]
-        elif n is None: raise ValueError(f"task '{path}' takes one finite float threshold, got {value!r}")
-        else:
-            got = f"{len(value)} values" if isinstance(value, (list, tuple)) else repr(value)
-            raise ValueError(f"task '{path}' has {n} labels {task.label_names() or ''} and takes {n} finite float "
-                             f"thresholds (or one for all), got {got}")
-    return checked
-
-def set_decoder_thresholds(flow: TaskFlow,
-                           thresholds: Mapping[str, float | list[float]],  # task path -> threshold, as `decoder_thresholds` gives
-                           strict: bool = True):  # False: skip the paths `flow` doesn't have
-    "Set the thresholds of `flow`'s tunable decoders; every value is checked before any is set."
-    for path, value in _checked_thresholds(flow, thresholds, strict).items():
-        flow.graph[path].task.decoder.threshold = value
-

@@ -17,49 +17,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import PerDevice
+from .thresholds import Decoder, ThresholdDecoder, is_tunable, task_threshold, threshold_labels  # noqa: F401  (re-exported: tasks use them)
 from .metrics import (BinaryMetrics, ClassificationMetrics, MultilabelMetrics, RegressionMetrics,
                               TaskMetric, TokenClassificationMetrics)
 
 # %% auto #0
-__all__ = ['Decoder', 'IdentityDecoder', 'PerDevice', 'ThresholdDecoder', 'SortingDecoder', 'RescaleDecoder', 'ITask', 'Task',
-           'BinaryClassificationTask', 'ClassificationTask', 'MultilabelClassificationTask', 'BoundedRegressionTask',
-           'RegressionTask', 'MaskedLanguageModelingTask', 'threshold_labels', 'is_tunable', 'task_threshold']
+__all__ = ['IdentityDecoder', 'SortingDecoder', 'RescaleDecoder', 'ITask', 'Task', 'BinaryClassificationTask',
+           'ClassificationTask', 'MultilabelClassificationTask', 'BoundedRegressionTask', 'RegressionTask',
+           'MaskedLanguageModelingTask']
 
 # %% ../nbs/02_tasks.ipynb #8b218fc4
-class Decoder:
-    "Turn activated outputs into decoded answers; subclasses with thresholds set `tunable = True`."
-    tunable = False
-    def __call__(self, activated: torch.Tensor) -> torch.Tensor: raise NotImplementedError
-    def __repr__(self): return f'{type(self).__name__}()'
-
 class IdentityDecoder(Decoder):
     "Return the activated values unchanged (plain regression)."
     def __call__(self, activated): return activated
-
-class PerDevice:
-    "A constant tensor copied to each device (and dtype) once: copying a CPU tensor on every call syncs a CUDA host."
-    def __init__(self, values, dtype=torch.float32):
-        self.values, self._copies = torch.as_tensor(values, dtype=dtype), {}
-    def on(self, device, dtype=None) -> torch.Tensor:
-        key = (torch.device(device), dtype)
-        if key not in self._copies: self._copies[key] = self.values.to(device=device, dtype=dtype or self.values.dtype)
-        return self._copies[key]
-    def __repr__(self): return f'PerDevice({self.values.tolist()})'
-
-class ThresholdDecoder(Decoder):
-    "`activated >= threshold`; `threshold` is a float or, for multilabel tasks, one float per label."
-    tunable = True
-    def __init__(self, threshold: float | Sequence[float] = 0.5): self.threshold = threshold
-    @property
-    def threshold(self): return self._threshold
-    @threshold.setter
-    def threshold(self, value):  # per-label thresholds become a tensor once per device, not once per batch
-        self._threshold = value
-        self._per_label = None if isinstance(value, (int, float)) else PerDevice(value)
-    def __call__(self, activated):
-        t = self.threshold if self._per_label is None else self._per_label.on(activated.device, activated.dtype)
-        return activated >= t  # (bs, *shape) bool
-    def __repr__(self): return f'ThresholdDecoder(threshold={self.threshold})'
 
 class SortingDecoder(Decoder):
     "Class indices sorted by descending score along the last dim; `top_k` keeps only the first k."
@@ -135,6 +106,8 @@ class Task(ITask):
         if self.per_sample_loss is None: raise ValueError(f"task '{self.name}': per_sample_loss is required")
         if self.available_func is None: self.available_func = _available_not_nan
         if self.loss is None: self.loss = self.labelled_mean_loss
+        if isinstance(self.decoder, ThresholdDecoder):  # a threshold per output of a vector head, named after the task
+            self.decoder.bind(self.name, math.prod(self.out_shape) if self.out_shape else None, self.labels)
 
     def make_head(self, in_features):
         if self.module is not None: return self.module
@@ -203,34 +176,19 @@ class _LinearHead(nn.Linear):
         return _head_output(super().forward(x), self.out_shape)  # (bs, ..., prod(out_shape)) -> (bs, ..., *out_shape)
 
 # %% ../nbs/02_tasks.ipynb #fc43ce5f
-def _check_threshold(name: str, threshold, num_labels: int | None = None):
-    "A sigmoid task's threshold: a float in [0, 1] or, for `num_labels` labels, one per label; a clear error otherwise."
-    values = threshold.tolist() if isinstance(threshold, (np.ndarray, torch.Tensor)) else threshold
-    if isinstance(values, (list, tuple)):
-        if num_labels is None:
-            raise ValueError(f"task '{name}': threshold must be one float in [0, 1], got a list of {len(values)}")
-        if len(values) != num_labels:
-            raise ValueError(f"task '{name}': {len(values)} thresholds for {num_labels} labels; give one per label, "
-                             f"or one float for all")
-    items = list(values) if isinstance(values, (list, tuple)) else [values]
-    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1]
-    if bad: raise ValueError(f"task '{name}': thresholds are compared with sigmoid probabilities, so each must lie "
-                             f"in [0, 1]; got {bad[:5]}")
-    return [float(v) for v in items] if isinstance(values, (list, tuple)) else float(values)
-
 class BinaryClassificationTask(Task):
     "Sigmoid activation, thresholding decoder, binary cross entropy; targets are 0/1 floats, NaN when missing."
     def __init__(self, name: str, inputs: int | None = None, module: nn.Module | None = None,
                  threshold: float = 0.5,  # decision threshold, tunable
                  pos_weight: float | None = None):  # weight of positive samples in the loss (class imbalance)
-        threshold = _check_threshold(name, threshold)
         self.pos_weight = None if pos_weight is None else float(pos_weight)
         pw = None if pos_weight is None else PerDevice(float(pos_weight))
         def per_sample_loss(logits, target):  # (bs,), (bs,) -> (bs,)
             return F.binary_cross_entropy_with_logits(logits, target, reduction='none',
                                                       pos_weight=None if pw is None else pw.on(logits.device))
         super().__init__(name, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
-                         activation=torch.sigmoid, decoder=ThresholdDecoder(threshold), metrics=lambda detailed=False: BinaryMetrics(),
+                         activation=torch.sigmoid, decoder=ThresholdDecoder(threshold, labels=None, bounds=(0, 1), name=name),
+                         metrics=lambda detailed=False: BinaryMetrics(),
                          out_shape=(), is_boolean=True)
     _spec_fields = ('pos_weight',)
     def encode(self, values):
@@ -324,7 +282,6 @@ class MultilabelClassificationTask(Task):
         if labels is not None and len(labels) != num_labels:
             raise ValueError(f"task '{name}': {len(labels)} labels for num_labels={num_labels}")
         self.num_labels = num_labels
-        threshold = _check_threshold(name, threshold, num_labels)
         if pos_weight is not None and len(pos_weight) != num_labels:
             raise ValueError(f"task '{name}': {len(pos_weight)} pos_weight values for {num_labels} labels")
         self.pos_weight = None if pos_weight is None else [float(w) for w in pos_weight]
@@ -335,7 +292,8 @@ class MultilabelClassificationTask(Task):
                                                      pos_weight=None if pw is None else pw.on(logits.device))
             return torch.where(present, bce, 0).sum(-1) / present.sum(-1).clamp_min(1)
         super().__init__(name, labels=labels, per_sample_loss=per_sample_loss, inputs=inputs, module=module,
-                         activation=torch.sigmoid, decoder=ThresholdDecoder(threshold),
+                         activation=torch.sigmoid,
+                         decoder=ThresholdDecoder(threshold, labels=num_labels, bounds=(0, 1), name=name, label_names=labels),
                          metrics=lambda detailed=False: MultilabelMetrics(num_labels, label_names=labels, per_label=detailed), out_shape=(num_labels,))
     _spec_fields = ('num_labels', 'labels', 'pos_weight')
     def fill_missing(self, target): return target  # the loss masks missing labels one by one
@@ -412,22 +370,3 @@ class MaskedLanguageModelingTask(Task):
         lengths = {len(r) for r in rows}
         if len(lengths) > 1: raise ValueError(f"task '{self.name}': token targets have different lengths {sorted(lengths)}; pad with {self.ignore_index}")
         return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, 0, dtype=torch.long)
-
-# %% ../nbs/02_tasks.ipynb #25a27191
-def threshold_labels(task: ITask) -> int | None:
-    "Number of per-label thresholds of `task`; None when it thresholds a single score."
-    if getattr(task, 'num_labels', None) is not None: return int(task.num_labels)
-    shape = tuple(getattr(task, 'out_shape', ()) or ())
-    return math.prod(shape) if shape else None
-
-def is_tunable(task: ITask) -> bool:
-    "Does `task` decode with a threshold the tuner can set?"
-    decoder = getattr(task, 'decoder', None)
-    return isinstance(decoder, Decoder) and decoder.tunable and hasattr(decoder, 'threshold')
-
-def task_threshold(task: ITask) -> float | list[float] | None:
-    "The threshold of a tunable task as a float or one float per label; None for other tasks."
-    if not is_tunable(task): return None
-    t, n = task.decoder.threshold, threshold_labels(task)
-    if n is None: return float(t)
-    return [float(v) for v in np.broadcast_to(np.asarray(t, dtype=np.float64), (n,))]

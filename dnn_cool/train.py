@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,195 +22,23 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state, thresholds_path, _apply_checkpoint)
-from .core import seed_everything, to_device
-from .distributed import (all_reduce_sum_, barrier, init_distributed, is_distributed, is_rank_zero,
-                                  loader_is_sharded, set_loader_epoch, shard_loader, world_size)
-from .flow import FlowGraph, TaskFlow, as_flow, decoder_thresholds, set_decoder_thresholds
+                                 set_rng_state, _apply_checkpoint)
+from .core import in_notebook, seed_everything, to_device
+from .distributed import (LocalCountsWarning, barrier, counting, init_distributed, is_distributed, is_rank_zero,
+                                  loader_is_sharded, set_loader_epoch, shard_loader, training_counts, wrap_ddp)
+from .epoch import (EpochLoss, NoSampleWarning, NonFiniteLossError, NonFiniteLossWarning, nonfinite_message,
+                            nonfinite_parameters)
+from .flow import FlowGraph, TaskFlow, as_flow
 from .flow_metrics import FlowMetrics
 from .losses import LossBreakdown
-from .metrics import float_dtype
-from .module import FlowModule, find_flow, set_requires_grad
+from .module import FlowModule, find_flow
+from .net import FlowNet  # noqa: F401  (re-exported: `from dnn_cool.train import FlowNet` still works)
 from .parallel import BalancedDataParallel
+from .thresholds import TuningData, decoder_thresholds, set_decoder_thresholds, set_tuning_data
 from .weighting import UncertaintyWeighting  # noqa: F401  (also adds FlowLoss.fit_scales)
 
-
 # %% auto #0
-__all__ = ['FlowNet', 'EpochLoss', 'NonFiniteLossError', 'NonFiniteLossWarning', 'NoSampleWarning', 'Callback', 'History',
-           'Trainer', 'LocalCountsWarning', 'EarlyStopping', 'Checkpoint', 'ValidationData']
-
-# %% ../nbs/07_train.ipynb #9b499318
-class FlowNet(nn.Module):
-    "A backbone joined to a `FlowModule`: `batch[input_key]` -> backbone -> features -> every task head."
-    def __init__(self, backbone: nn.Module | None,  # `batch[input_key]` -> a tensor or a dict of feature tensors; None: no backbone
-                 flow_module: FlowModule,  # from `flow.torch(...)`
-                 input_key: str = 'image',  # the batch entry the backbone reads
-                 output_key: str = 'features'):  # where a backbone's tensor output goes
-        super().__init__()
-        if not isinstance(flow_module, FlowModule):
-            raise TypeError(f"FlowNet needs the FlowModule of a flow (flow.torch()), got {type(flow_module).__name__}")
-        self.backbone, self.flow_module = backbone, flow_module
-        self.input_key, self.output_key = input_key, output_key
-
-    @property
-    def flow(self) -> TaskFlow: return self.flow_module.flow
-    @property
-    def graph(self) -> FlowGraph: return self.flow_module.graph
-
-    def forward(self, batch: Mapping) -> dict:
-        if self.backbone is None: return self.flow_module(batch)
-        if self.input_key not in batch:
-            raise KeyError(f"FlowNet: the backbone reads batch['{self.input_key}']; the batch has {sorted(batch)}")
-        features = self.backbone(batch[self.input_key])
-        if not isinstance(features, Mapping): features = {self.output_key: features}
-        return self.flow_module({**batch, **features})
-
-# %% ../nbs/07_train.ipynb #6c0b40fe
-def _task_paths(graph: FlowGraph, path: str) -> list[str]:
-    "The task paths `path` names: itself if it is a task, every task under it if it is a flow."
-    if path in graph.paths: return [path]
-    under = [p for p in graph.paths if p.startswith(path + '.')]
-    if not under:
-        raise KeyError(f"flow '{graph.name}' has no task or flow '{path}'; tasks: {graph.paths}, "
-                       f"flows: {[f for f in graph.flows if f]}")
-    return under
-
-@patch
-def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without one in `task_lr`
-                 backbone_lr: float | None = None,  # learning rate of the backbone (default `lr`)
-                 task_lr: Mapping[str, float] | None = None,  # task or flow path -> learning rate of its heads
-                 ) -> list[dict]:
-    "Parameter groups `[{'name', 'params', 'lr'}, ...]` for `torch.optim`; each parameter appears once."
-    graph, chosen = self.graph, {}  # task path -> the task_lr key that sets it
-    for key in (task_lr or {}):
-        for p in _task_paths(graph, key):
-            if p not in chosen or len(key) > len(chosen[p]): chosen[p] = key
-    seen, groups = set(), {}
-    def add(name, lr_, params):
-        fresh = [q for q in params if id(q) not in seen]
-        seen.update(id(q) for q in fresh)
-        if fresh: groups.setdefault(name, {'name': name, 'params': [], 'lr': lr_})['params'].extend(fresh)
-    if self.backbone is not None: add('backbone', lr if backbone_lr is None else backbone_lr, self.backbone.parameters())
-    why = f"param_groups(task_lr={dict(task_lr or {})})"  # fused heads split where the learning rate changes
-    for key, params in self.flow_module.head_parameters(chosen.get, why):
-        add('heads' if key is None else key, lr if key is None else float(task_lr[key]), params)
-    add('heads', lr, self.parameters())  # anything else a subclass added
-    return list(groups.values())
-
-# %% ../nbs/07_train.ipynb #545fde30
-def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterable[str] | str):
-    keys = [tasks] if isinstance(tasks, str) else list(tasks)
-    paths = [p for key in keys for p in _task_paths(net.graph, key)]  # checked before anything changes
-    if backbone:
-        if net.backbone is None: raise ValueError("this FlowNet has no backbone")
-        set_requires_grad(net.backbone.parameters(), trainable)
-    why = f"{'unfreeze' if trainable else 'freeze'}(tasks={keys})"
-    net.flow_module.set_trainable(paths, trainable, why)  # exactly these heads, also inside a fused group
-
-@patch
-def freeze(self: FlowNet, backbone: bool = False,  # freeze the backbone
-           tasks: Iterable[str] | str = ()):  # task or flow paths whose heads to freeze
-    "Stop training the backbone and/or the heads of `tasks`."
-    _set_trainable(self, False, backbone, tasks)
-    return self
-
-@patch
-def unfreeze(self: FlowNet, backbone: bool = False, tasks: Iterable[str] | str = ()):
-    "Train the backbone and/or the heads of `tasks` again."
-    _set_trainable(self, True, backbone, tasks)
-    return self
-
-# %% ../nbs/07_train.ipynb #742e111a
-class EpochLoss:
-    "Per-task sums of per-sample losses and counts over an epoch, and non-finite flags, on the device; `compute()` syncs once."
-    def __init__(self, skip_nonfinite: bool = False):  # leave out batches whose loss is not finite (steps a GradScaler skips)
-        self.skip_nonfinite, self.paths = skip_nonfinite, None
-        self.sums = self.counts = self.bad = self.first_bad = self.skipped = None  # (n_paths,) tensors, and () for skipped
-        self.nonfinite, self.empty, self.skipped_batches, self.computed = {}, [], 0, False  # set by `compute`
-
-    @torch.no_grad()
-    def update(self, breakdown: LossBreakdown | None,  # from `FlowLoss.breakdown`; None for a criterion without one
-               loss: torch.Tensor, batch_size: int,  # the batch's scalar loss (what a criterion without a breakdown gives)
-               step: int = 0):  # the batch's step, remembered where a loss is first not finite
-        loss = loss.detach()
-        dt = float_dtype(loss.device)
-        if breakdown is None:  # a criterion that only gives a scalar: weigh batches by their size
-            paths, sums = [''], (loss.to(dt) * batch_size).reshape(1)  # (1,)
-            counts = torch.full((1,), float(batch_size), dtype=dt, device=loss.device)
-        else:
-            paths, sums, counts = breakdown.task_sums()  # (n_paths,) each: two small ops, whatever the number of tasks
-            sums, counts = sums.detach().to(dt), counts.detach().to(dt)
-        if self.paths is None:
-            self.paths = paths
-            zeros = torch.zeros(len(paths), dtype=dt, device=loss.device)
-            self.sums, self.counts, self.bad, self.first_bad = zeros, zeros.clone(), zeros.clone(), zeros - 1
-            self.skipped = torch.zeros((), dtype=dt, device=loss.device)
-        bad = ~torch.isfinite(sums)  # (n_paths,): a non-finite per-sample loss makes its task's sum non-finite
-        if self.skip_nonfinite:
-            ok = torch.isfinite(loss)  # ()
-            self.skipped = self.skipped + (~ok).to(dt)
-            sums, counts, bad = torch.where(ok, sums, 0), torch.where(ok, counts, 0), bad & ok
-        self.sums, self.counts, self.bad = self.sums + sums, self.counts + counts, self.bad + bad.to(dt)
-        self.first_bad = torch.where((self.first_bad < 0) & bad, float(step), self.first_bad)
-
-    def all_reduce(self) -> None:
-        "Sum the statistics over the processes of a DDP run (no-op in a single process): then they are the whole epoch's."
-        if self.paths is None or not is_distributed(): return
-        all_reduce_sum_([self.sums, self.counts, self.bad, self.skipped])
-        # the first bad step: the earliest over the processes that saw one (-1: none did)
-        first = torch.where(self.first_bad < 0, float('inf'), self.first_bad)
-        torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
-        self.first_bad = torch.where(torch.isinf(first), -1.0, first).to(self.sums.dtype)
-
-    def any_nonfinite(self) -> torch.Tensor:
-        "`()` bool on the device: has any task had a non-finite loss yet? (no sync)"
-        return torch.zeros((), dtype=torch.bool) if self.bad is None else (self.bad > 0).any()
-
-    def compute(self, weights: Mapping[str, float] | None = None,  # task path -> weight in the total (default 1)
-                ) -> tuple[float, dict[str, float], dict[str, int]]:
-        "`(total, {path: loss}, {path: count})`, one sync; sets `nonfinite` `{path: (first step, batches)}` and `empty` (no sample)."
-        self.computed = True
-        if self.paths is None: return float('nan'), {}, {}
-        values = torch.cat([self.sums, self.counts, self.bad, self.first_bad, self.skipped.reshape(1)]).tolist()  # the one sync
-        k = len(self.paths)
-        sums, counts, bad, first = (values[i * k:(i + 1) * k] for i in range(4))
-        self.skipped_batches = int(values[-1])
-        self.nonfinite = {p: (int(f), int(b)) for p, b, f in zip(self.paths, bad, first) if b > 0}
-        self.empty = [p for p, c in zip(self.paths, counts) if c == 0 and p not in self.nonfinite]
-        losses = {p: s / c if c > 0 else float('nan') for p, s, c in zip(self.paths, sums, counts)}
-        if self.paths == ['']: return losses[''], {}, {}
-        counted = [p for p in self.paths if p not in self.empty]
-        total = (float('nan') if self.nonfinite or not counted else
-                 sum((weights or {}).get(p, 1.0) * losses[p] for p in counted))
-        return total, losses, {p: int(c) for p, c in zip(self.paths, counts)}
-
-# %% ../nbs/07_train.ipynb #df86f8b2
-class NonFiniteLossError(FloatingPointError):
-    "A task's loss, or the weights, stopped being finite: the run diverged. Names the task and the step."
-    def __init__(self, message: str, task: str | None = None, step: int | None = None, epoch: int | None = None):
-        super().__init__(message)
-        self.task, self.step, self.epoch, self.history = task, step, epoch, None  # `fit` adds the History so far
-
-class NonFiniteLossWarning(UserWarning):
-    "The warning `on_nonfinite='warn'` / `'stop'` gives instead of raising."
-
-class NoSampleWarning(UserWarning):
-    "A task counted no sample in an epoch's data (said once per task and data)."
-
-def _nonfinite_message(where: str, nonfinite: dict, first_step: int = 1, validation: bool = False) -> tuple[str, str, int]:
-    "The message for `{path: (first step, batches)}`, with the first task and step."
-    order = sorted(nonfinite, key=lambda p: nonfinite[p][0])
-    def say(p):
-        step, n = nonfinite[p]
-        what = f"task '{p}'" if p else 'the loss'
-        at = (f"first in batch {step} of the validation data" if validation else
-              f"first at step {step} (batch {step - first_step + 1} of the epoch)")
-        return f"{what} is not finite (NaN or inf), {at}, in {n} batch{'es' if n > 1 else ''}"
-    lines = [f"{where}: the loss of {say(order[0])}"] + [f"also {say(p)}" for p in order[1:]]
-    return ('; '.join(lines) + ". The run diverged: its loss is not counted as 0 and this epoch can't be the best. "
-            "Lower the learning rate, clip gradients (clip_grad_norm=1.0), or look for NaN / inf in the inputs and "
-            "labels of those batches (FlowDataset refuses non-finite inputs unless check_finite=False)",
-            order[0], nonfinite[order[0]][0])
+__all__ = ['Callback', 'History', 'Trainer', 'EarlyStopping', 'Checkpoint', 'EpochLines', 'ProgressBars', 'progress_callbacks']
 
 # %% ../nbs/07_train.ipynb #8fbc1463
 class Callback:
@@ -244,7 +73,7 @@ class History:
 
 # %% ../nbs/07_train.ipynb #1b63fa4e
 class Trainer:
-    "Fit a flow's model: per-task losses and metrics per epoch, AMP, accumulation, clipping, early stopping, checkpoints."
+    "Fit a flow's model: per-task losses and metrics per epoch, AMP, accumulation, clipping; the rest is callbacks."
     def __init__(self, model: nn.Module,  # a `FlowModule` or `FlowNet`: `model(x)` returns the flow's outputs
                  criterion: Callable,  # `flow.get_loss(...)`; any `(outputs, targets) -> scalar` works, without per-task losses
                  optimizer: torch.optim.Optimizer,
@@ -252,25 +81,19 @@ class Trainer:
                  valid_loader: Iterable | None = None,
                  *, epochs: int,
                  flow: TaskFlow | None = None,  # for the per-task metrics; default `model.flow` (FlowModule, FlowNet)
+                 callbacks: Sequence[Callback] = (),  # EarlyStopping, Checkpoint, TensorBoardLogger, LivePlot, your own...
                  scheduler=None,  # stepped once per epoch (ReduceLROnPlateau with the monitored value), or per optimizer step taken
                  scheduler_interval: str = 'epoch',  # 'epoch' or 'step'
-                 callbacks: Sequence[Callback] = (),
+                 monitor: str | None = None,  # record key deciding the best epoch; default 'valid_loss' ('train_loss' without valid data)
+                 monitor_mode: str = 'auto',  # 'min', 'max', or 'auto': 'min' for losses and errors, else 'max'
                  device: str | torch.device = 'cpu',
                  amp_dtype: torch.dtype | None = None,  # torch.bfloat16 or torch.float16 autocast (GradScaler for float16 on CUDA)
                  grad_accum_steps: int = 1,  # batches whose gradients add up before each optimizer step
                  clip_grad_norm: float | None = None,  # clip the global gradient norm to this before each step
-                 early_stopping_patience: int | None = None,  # stop after this many epochs without improvement
-                 monitor: str | None = None,  # record key deciding the best epoch; default 'valid_loss' ('train_loss' without valid data)
-                 monitor_mode: str = 'auto',  # 'min', 'max', or 'auto': 'min' for losses and errors, else 'max'
-                 checkpoint_path: str | os.PathLike | None = None,  # save the best epoch here (weights, thresholds, flow, training state)
-                 last_checkpoint_path: str | os.PathLike | None = None,  # save every epoch here, to resume with `fit(resume_from=...)`
-                 restore_best: bool = False,  # load the best epoch's weights into the model when `fit` ends
                  train_metrics: bool = True,  # compute the metrics on the training batches too
-                 progress: bool = True,  # tqdm bars (terminal or notebook) and one summary line per epoch
-                 log_every: int = 20,  # batches between the progress bar's loss updates (each one syncs)
+                 progress: str | bool = 'auto',  # 'auto', 'bars', 'lines' or False: see `progress_callbacks`
                  seed: int | None = None,  # `seed_everything(seed)` when `fit` starts
                  on_nonfinite: str = 'raise',  # a NaN / inf loss: 'raise' NonFiniteLossError, 'stop' (warn, end the fit) or 'warn'
-                 live_plot: bool | None = None,  # per-task plots while training: None = only in a notebook front end
                  balance_dataparallel_memory: bool = False):  # nn.DataParallel whose replicas reduce losses and metrics themselves
         if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         flow = find_flow(model, as_flow(flow, 'Trainer') if flow is not None else None, required=False)
@@ -292,33 +115,33 @@ class Trainer:
         if monitor_mode not in ('min', 'max'): raise ValueError(f"monitor_mode must be 'min', 'max' or 'auto', got {monitor_mode!r}")
         if on_nonfinite not in ('raise', 'stop', 'warn'):
             raise ValueError(f"on_nonfinite must be 'raise', 'stop' or 'warn', got {on_nonfinite!r}")
+        for cb in callbacks:
+            if not isinstance(cb, Callback): raise TypeError(f"callbacks must be Callback instances, got a {type(cb).__name__}")
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.train_loader, self.valid_loader, self.flow, self.epochs = train_loader, valid_loader, flow, epochs
         self.scheduler_interval, self.device, self.amp_dtype = scheduler_interval, torch.device(device), amp_dtype
         self.grad_accum_steps, self.clip_grad_norm = grad_accum_steps, clip_grad_norm
-        self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.train_metrics, self.progress, self.log_every, self.seed = train_metrics, progress, log_every, seed
-        self.live_plot, self.on_nonfinite, self.balance_dataparallel_memory = live_plot, on_nonfinite, balance_dataparallel_memory
+        self.monitor, self.monitor_mode, self.train_metrics, self.seed = monitor, monitor_mode, train_metrics, seed
+        self.on_nonfinite, self.balance_dataparallel_memory = on_nonfinite, balance_dataparallel_memory
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == 'cuda')
-        builtin = [_BestTracker(), _SchedulerStep()]
-        if early_stopping_patience is not None: builtin.append(EarlyStopping(early_stopping_patience))
-        if checkpoint_path is not None or restore_best or last_checkpoint_path is not None:
-            builtin.append(Checkpoint(checkpoint_path, restore_best, last_checkpoint_path))
-        builtin += [cb for make in Trainer.default_callbacks if (cb := make(self)) is not None]
+        shown = any(getattr(cb, 'shows_progress', False) for cb in callbacks)  # a progress of your own replaces the default
+        builtin = [_BestTracker(), _SchedulerStep(), *([] if shown else progress_callbacks(progress))]
         self.callbacks = sorted([*callbacks, *builtin], key=lambda cb: cb.order)  # stable: equal orders keep theirs
         self.global_step, self.optimizer_steps, self.last_grad_norm, self.stop_training = 0, 0, None, False
         self.restored_epoch = None  # set by `Checkpoint` when `fit` ends with the best epoch's weights loaded back
         self.diverged, self._said_empty, self._epoch_first_step = False, set(), 1
+        self.last_loss = None  # the last training batch's loss, on the device (progress callbacks read it at their pace)
         self.history = History(monitor=monitor)
 
-    # Factories `make(trainer) -> Callback | None` that every Trainer calls: layers above the engine (the notebook views)
-    # register here, so the trainer adds their callbacks without importing them.
-    default_callbacks: list[Callable] = []
+    # The progress display in a notebook front end. The engine does not import the notebook views; `dnn_cool`'s
+    # package module, which imports everything, sets this to the live plot (`dnn_cool.views.training.LivePlot`).
+    notebook_progress: Callable[[], Callback] | None = None
 
     def _call(self, hook: str, *args):
         for cb in self.callbacks:  # under DDP a callback that only writes (`rank_zero_only`) runs on rank 0 alone
             if getattr(cb, 'rank_zero_only', False) and not is_rank_zero(): continue
             getattr(cb, hook)(self, *args)
+
 
 # %% ../nbs/07_train.ipynb #265d2ae5
 @patch
@@ -368,11 +191,6 @@ def _rescale_grads(optimizer: torch.optim.Optimizer, factor: float):
 def _batch_size(y: Mapping) -> int: return len(next(iter(y.values())))
 
 # %% ../nbs/07_train.ipynb #a0b92bae
-@patch(as_prop=True)
-def show_bars(self: Trainer) -> bool:
-    "Show tqdm bars: with `progress`, unless a callback shows the progress itself (`shows_progress`, as the live plot does)."
-    return self.progress and is_rank_zero() and not any(getattr(cb, 'shows_progress', False) for cb in self.callbacks)
-
 @patch
 def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     "One pass over `train_loader` with optimizer steps; returns the `train` part of the epoch's record."
@@ -384,9 +202,8 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
     self._epoch_first_step = self.global_step + 1
     self.train_loss_sums = loss_sums  # the running epoch's on-device sums, for callbacks that read them at their own pace
     n_batches = len(self.train_loader) if hasattr(self.train_loader, '__len__') else None
-    bar = tqdm(self.train_loader, total=n_batches, desc=f'epoch {epoch}', leave=False, disable=not self.show_bars)
     i = -1
-    for i, (x, y) in enumerate(bar):
+    for i, (x, y) in enumerate(self.train_loader):
         if i % k == 0:
             self.optimizer.zero_grad(set_to_none=True)
             group = k if n_batches is None else min(k, n_batches - i)
@@ -397,11 +214,8 @@ def train_epoch(self: Trainer, epoch: int = 0) -> dict:
         if (i + 1) % k == 0 or i + 1 == n_batches: self._optimizer_step()
         self.global_step += 1
         loss_sums.update(bd, loss, _batch_size(y), step=self.global_step)
+        self.last_loss = loss.detach()
         if metrics is not None and outputs is not None: metrics.update(outputs, y)  # balanced replicas did it already
-        if self.progress and (i + 1) % self.log_every == 0:  # a log point: one read of the loss and the flags together
-            value, bad = torch.stack([loss.detach().float(), loss_sums.any_nonfinite().float()]).tolist()
-            if self.show_bars: bar.set_postfix(loss=f'{value:.4g}')
-            if bad and self.on_nonfinite == 'raise': self._check_finite('train', loss_sums)
         self._call('on_batch_end', self.global_step, outputs, y, bd)
     if i < 0:
         raise ValueError(f"train_loader yielded no batches in epoch {epoch}: is its data set empty, or drop_last=True "
@@ -420,7 +234,7 @@ def validate(self: Trainer, loader: Iterable | None = None,  # default `valid_lo
     loader = self.valid_loader if loader is None else loader
     self.model.to(self.device).eval()
     loss_sums, metrics = EpochLoss(), FlowMetrics(self.flow)
-    for j, (x, y) in enumerate(tqdm(loader, desc=prefix, leave=False, disable=not self.show_bars)):
+    for j, (x, y) in enumerate(loader):
         x, y = to_device(x, self.device, True), to_device(y, self.device, True)
         with self._autocast():
             outputs, loss, bd = self._forward(self.model, x, y, metrics)
@@ -454,7 +268,7 @@ def _check_finite(self: Trainer, prefix: str, loss_sums: EpochLoss):
     if not loss_sums.nonfinite: return
     validation = prefix != 'train'
     where = f"{'validation' if validation else 'training'} in epoch {self.epoch}"
-    message, task, step = _nonfinite_message(where, loss_sums.nonfinite, self._epoch_first_step, validation)
+    message, task, step = nonfinite_message(where, loss_sums.nonfinite, self._epoch_first_step, validation)
     self._diverge(message, task, None if validation else step)
 
 @patch
@@ -464,18 +278,9 @@ def _diverge(self: Trainer, message: str, task: str | None = None, step: int | N
     warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
     if self.on_nonfinite == 'stop': self.stop_training = True
 
-def _nonfinite_parameters(model: nn.Module) -> list[str]:
-    "State-dict names of the parameters holding a NaN or inf (one sync): a fused head's rows are named by its task."
-    params = {id(q) for q in model.parameters()}
-    named = [(n, q) for n, q in model.state_dict(keep_vars=True).items() if q.is_floating_point() and
-             (id(q) in params or id(q._base) in params)]  # parameters, and the views of fused ones (not buffers)
-    if not named: return []
-    ok = torch.stack([torch.isfinite(q).all() for _, q in named]).tolist()
-    return [n for (n, _), good in zip(named, ok) if not good]
-
 @patch
 def _check_weights(self: Trainer):
-    bad = _nonfinite_parameters(self.model)
+    bad = nonfinite_parameters(self.model)
     if bad: self._diverge(f"after training epoch {self.epoch}: {len(bad)} parameters are not finite (NaN or inf), e.g. "
                           f"{bad[:3]}: the run diverged. Lower the learning rate, clip gradients (clip_grad_norm=1.0), or "
                           f"look for NaN / inf in the inputs")
@@ -493,13 +298,6 @@ def _say_empty(self: Trainer, prefix: str, empty: list[str], loader):
                   stacklevel=4)
 
 # %% ../nbs/07_train.ipynb #8e92970f
-class _ModelAndLoss(nn.Module):
-    "The model and a loss with parameters, as one module for DDP (so the loss's learned weights are averaged too)."
-    def __init__(self, model: nn.Module, criterion: nn.Module):
-        super().__init__()
-        self.model, self.criterion = model, criterion
-    def forward(self, batch): return self.model(batch)
-
 @patch
 def _setup_distributed(self: Trainer):
     "Under torchrun: start the process group, wrap the model in DDP, shard the loaders (nothing in a single process)."
@@ -512,48 +310,16 @@ def _setup_distributed(self: Trainer):
         model = self.model.module if isinstance(self.model, nn.DataParallel) else self.model
         self._balanced = BalancedDataParallel(model.to(self.device), self.criterion, self.flow)
     if not is_distributed(): return
-    self.model.to(self.device)
-    module = self.model
-    if isinstance(self.criterion, nn.Module) and any(True for _ in self.criterion.parameters()):
-        module = _ModelAndLoss(self.model, self.criterion.to(self.device))
-    ids = [self.device.index] if self.device.type == 'cuda' else None
-    self._choose_counts()
-    self._train_module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    self._global_counts = training_counts(self.criterion)  # see dnn_cool.distributed
+    self._train_module = wrap_ddp(self.model, self.criterion, self.device)
     self.train_loader = shard_loader(self.train_loader, train=True, seed=self.seed or 0)
     if self.valid_loader is not None: self.valid_loader = shard_loader(self.valid_loader, train=False)
 
-# %% ../nbs/07_train.ipynb #ea361a17
-class LocalCountsWarning(UserWarning):
-    "A loss with `global_counts=False` trains under DDP: its gradients differ from one process's on the whole batch."
-
-@patch
-def _choose_counts(self: Trainer):
-    "Under DDP: whether the training steps' `FlowLoss` divides by the counts over all processes (unless told `False`)."
-    if not hasattr(self.criterion, 'global_counts'): return  # a criterion of your own decides for itself
-    given = self.criterion.global_counts
-    self._global_counts = given is not False
-    if given is False and is_rank_zero():
-        warnings.warn(f"the criterion has global_counts=False under DDP ({world_size()} processes): each process "
-                      f"divides a task's loss sum by its own count of that task's samples, so a label alone on its "
-                      f"process weighs as much as all of that task's labels on another, and the gradient DDP averages "
-                      f"is not the one of a single process on the whole batch. Leave global_counts unset (or True) to "
-                      f"divide by the counts over all processes: one small all-reduce per step", LocalCountsWarning,
-                      stacklevel=4)
-
-@contextlib.contextmanager
-def _set_global_counts(criterion, value: bool):
-    "`criterion.global_counts = value` for the block, then what it was (also when the block raises)."
-    given = criterion.global_counts
-    criterion.global_counts = value
-    try: yield
-    finally: criterion.global_counts = given
-
 @patch
 def _loss_counts(self: Trainer, training: bool):
-    "A context for one loss evaluation: global counts in a DDP training step (as `_choose_counts` decided); else as set."
-    chosen = getattr(self, '_global_counts', None)
-    if chosen is None: return contextlib.nullcontext()  # one process, or a criterion without global_counts
-    return _set_global_counts(self.criterion, training and chosen)
+    "A context for one loss evaluation: global counts in a DDP training step (as `training_counts` decided); else as set."
+    chosen = getattr(self, '_global_counts', None)  # None: one process, or a criterion without global_counts
+    return counting(self.criterion, None if chosen is None else training and chosen)
 
 # %% ../nbs/07_train.ipynb #0de47f61
 @patch
@@ -589,7 +355,6 @@ def fit(self: Trainer, resume_from: str | os.PathLike | None = None,  # a checkp
             if self.valid_loader is not None: record.update(self.validate())
             self.history.records.append(record)
             self._call('on_epoch_end', epoch, record)
-            if self.progress and is_rank_zero(): tqdm.write(_summary(record, self))
             if self.stop_training:
                 self.history.stopped_early = epoch + 1 < self.epochs
                 break
@@ -601,16 +366,11 @@ def fit(self: Trainer, resume_from: str | os.PathLike | None = None,  # a checkp
         self._call('on_fit_end')
         if self.restored_epoch is not None: e.args = (f"{e.args[0]}. The model holds the weights of the best epoch, "
                                                       f"{self.restored_epoch}, again (restore_best)",)
-        self._keep_validation_data()
+        self._keep_tuning_data()
         raise
     self._call('on_fit_end')
-    self._keep_validation_data()
+    self._keep_tuning_data()
     return self.history
-
-def _summary(record, trainer) -> str:
-    parts = [f"{k}={record[k]:.4g}" for k in ('train_loss', 'valid_loss') if k in record]
-    if trainer.monitor not in ('train_loss', 'valid_loss'): parts.append(f"{trainer.monitor}={record[trainer.monitor]:.4g}")
-    return f"epoch {record['epoch']}: " + ' '.join(parts) + (' (best)' if trainer.improved else '') + (' (diverged)' if trainer.diverged else '')
 
 # %% ../nbs/07_train.ipynb #6a4138ca
 class _BestTracker(Callback):
@@ -668,7 +428,7 @@ class Checkpoint(Callback):
             load_checkpoint(trainer.model, self.path, flow=trainer.flow)
         elif self.state is None:  # resumed past the best epoch, whose weights were only ever in the first run's memory
             warnings.warn(f"restore_best: the best epoch ({trainer.best_epoch}) was before the resumed checkpoint and "
-                          f"its weights were kept in memory only; pass checkpoint_path= to keep them on disk")
+                          f"its weights were kept in memory only; pass Checkpoint(path, restore_best=True) to keep them on disk")
             return
         else:
             trainer.model.load_state_dict(self.state)
@@ -701,7 +461,7 @@ def _resume(self: Trainer, path) -> int:
     if training is None:
         raise CheckpointError(f"{path} holds weights but no training state to resume from; load it with "
                               f"load_checkpoint(model, path) and start a new fit (Trainer.save_checkpoint and "
-                              f"last_checkpoint_path= write checkpoints that resume)")
+                              f"Checkpoint(last_path=...) write checkpoints that resume)")
     if (self.scheduler is None) != (training['scheduler'] is None):
         has = lambda s: 'a scheduler' if s is not None else 'no scheduler'
         raise CheckpointError(f"{path} was saved by a run with {has(training['scheduler'])}; this trainer has "
@@ -726,18 +486,62 @@ def _resume(self: Trainer, path) -> int:
     return ckpt['epoch'] + 1
 
 # %% ../nbs/07_train.ipynb #38e40805
-@dataclass
-class ValidationData:
-    "Where `Trainer.fit` left a flow's validation data: `FlowDecoder.tune()` without arguments predicts it with `model`."
-    model: nn.Module
-    loader: Iterable
-    device: torch.device
-    description: str  # in words, for `TuningResults.source`
-
 @patch
-def _keep_validation_data(self: Trainer):
+def _keep_tuning_data(self: Trainer):
+    "Leave the validation data for `flow.get_decoder().tune()` (`dnn_cool.thresholds.TuningData`, kept on the flow)."
     if self.valid_loader is None: return
     weights = (f"the restored best epoch {self.restored_epoch}" if self.restored_epoch is not None
                else f"the weights of its last epoch, {self.epoch}")
-    self.flow.validation_data = ValidationData(self.model, self.valid_loader, self.device,
-                                               f"the valid_loader of the last Trainer.fit, predicted with {weights}")
+    set_tuning_data(self.flow, TuningData(self.model, self.valid_loader, self.device,
+                                          f"the valid_loader of the last Trainer.fit, predicted with {weights}"))
+
+# %% ../nbs/07_train.ipynb #4abe640a
+def _summary(record, trainer) -> str:
+    parts = [f"{k}={record[k]:.4g}" for k in ('train_loss', 'valid_loss') if k in record]
+    if trainer.monitor not in ('train_loss', 'valid_loss'): parts.append(f"{trainer.monitor}={record[trainer.monitor]:.4g}")
+    return (f"epoch {record['epoch']}: " + ' '.join(parts) + (' (best)' if trainer.improved else '')
+            + (' (diverged)' if trainer.diverged else ''))
+
+class EpochLines(Callback):
+    "One line per epoch (its losses, the monitored value, whether it is the best so far), on rank 0."
+    order, shows_progress, rank_zero_only = 15, True, True  # after the best epoch is decided (order 5)
+    def on_epoch_end(self, trainer, epoch, record): tqdm.write(_summary(record, trainer))
+
+class ProgressBars(Callback):
+    "A tqdm bar per training epoch (tqdm's widget in a notebook), with the running loss every `log_every` batches."
+    order, shows_progress, rank_zero_only = 15, True, True
+    def __init__(self, log_every: int = 20):  # batches between loss updates: each one reads the loss back (a sync)
+        if log_every < 1: raise ValueError(f"log_every must be >= 1, got {log_every}")
+        self.log_every, self.bar = log_every, None
+    def on_epoch_start(self, trainer, epoch):
+        n = len(trainer.train_loader) if hasattr(trainer.train_loader, '__len__') else None
+        self.bar = tqdm(total=n, desc=f'epoch {epoch}', leave=False)
+    def on_batch_end(self, trainer, step, outputs, targets, loss_breakdown):
+        self.bar.update(1)
+        if self.bar.n % self.log_every == 0: self.bar.set_postfix(loss=f'{trainer.read_running_loss():.4g}')
+        if self.bar.total is not None and self.bar.n >= self.bar.total: self.close()  # before validation runs
+    def close(self):
+        if self.bar is not None: self.bar.close()
+        self.bar = None
+    def on_epoch_end(self, trainer, epoch, record): self.close()
+    def on_fit_end(self, trainer): self.close()
+
+def progress_callbacks(progress: str | bool = 'auto') -> list[Callback]:
+    "The callbacks that show a fit's progress for `progress` ('auto', 'bars', 'lines' or False; see above)."
+    if progress not in ('auto', 'bars', 'lines', True, False, None):
+        raise ValueError(f"progress must be 'auto', 'bars', 'lines' or False, got {progress!r}")
+    if not progress: return []
+    if progress == 'auto':
+        if in_notebook() and Trainer.notebook_progress is not None: return [Trainer.notebook_progress()]
+        progress = 'bars' if in_notebook() or sys.stderr.isatty() else 'lines'
+    return [EpochLines()] if progress == 'lines' else [ProgressBars(), EpochLines()]
+
+@patch
+def read_running_loss(self: Trainer) -> float:
+    "The last training batch's loss (one sync, with the epoch's non-finite flags); raises at once on a non-finite loss if `on_nonfinite='raise'`."
+    sums = getattr(self, 'train_loss_sums', None)
+    if self.last_loss is None: return float('nan')
+    flags = sums.any_nonfinite().float().to(self.last_loss.device) if sums is not None else self.last_loss.new_zeros(())
+    value, bad = torch.stack([self.last_loss.detach().float(), flags]).tolist()
+    if bad and self.on_nonfinite == 'raise': self._check_finite('train', sums)
+    return value

@@ -20,15 +20,15 @@ import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
 import dnn_cool.losses  # noqa: F401  (flow.get_loss)
 import dnn_cool.module  # noqa: F401  (flow.torch)
 from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowDataset, FlowNet,
-                      MultilabelClassificationTask, Project, RegressionTask, Trainer, collect_predictions, evaluate,
+                      Checkpoint, MultilabelClassificationTask, Project, RegressionTask, Trainer, collect_predictions, evaluate,
                       explain_batch, predict)
-from dnn_cool.checkpoint import CheckpointError, load_checkpoint, load_flow, save_checkpoint, thresholds_path
+from dnn_cool.checkpoint import CheckpointError, load_checkpoint, load_flow, save_checkpoint
 from dnn_cool.core import seed_everything
 from dnn_cool.data import MissingLabelsWarning
 from dnn_cool.decoder import FlowDecoder, ThresholdKeptWarning
 from dnn_cool.flow import FlowRedefinedWarning, decoder_thresholds, precondition_masks
 from dnn_cool.train import Callback, NoSampleWarning, NonFiniteLossError
-from dnn_cool.tuning import save_thresholds
+from dnn_cool.checkpoint import update_checkpoint_thresholds
 
 
 @dataclass
@@ -326,7 +326,7 @@ def resuming_from_weights_only(tmp_path):
 def resuming_with_another_optimizer(tmp_path):
     _, flow, _, _, ds, model = setup()
     last = tmp_path / 'last.pt'
-    trainer(flow, model, ds, epochs=1, last_checkpoint_path=last).fit()
+    trainer(flow, model, ds, epochs=1, callbacks=[Checkpoint(last_path=last)]).fit()
     t = Trainer(model, flow.get_loss(), torch.optim.SGD([{'params': [model.head('a').weight]},
                                                          {'params': [q for n, q in model.named_parameters() if n != 'heads.a.weight']}], lr=0.1),
                 ds.loader(4), epochs=2, progress=False)
@@ -371,19 +371,20 @@ def a_checkpoint_holding_pickled_objects(tmp_path):
     return Case(lambda: load_checkpoint(model, path), [f"{path}", "pickled Python objects (pathlib.PosixPath)", "weights_only=True"],
                 [model, path], CheckpointError)
 
-def a_corrupt_thresholds_file(tmp_path):
-    _, flow, _, _, _, model = setup()
-    path = save_checkpoint(tmp_path / 'model.pt', model)
-    thresholds_path(path).write_text('{"format": "dnn_cool.thresholds", "thr')
-    return Case(lambda: load_checkpoint(model, path), [f"{thresholds_path(path)}", "is not valid JSON"],
-                [model, flow, thresholds_path(path)], ValueError)
+def a_corrupt_thresholds_file_next_to_a_0_5_0_checkpoint(tmp_path):
+    "dnn_cool 0.5.0 read thresholds tuned after training from `<checkpoint>.thresholds.json`; it still does for its files."
+    import shutil
+    fixtures = Path(__file__).parent / 'fixtures'
+    path = Path(shutil.copy(fixtures / 'checkpoint_v0_5_0.pt', tmp_path / 'old.pt'))
+    sidecar = tmp_path / 'old.pt.thresholds.json'
+    sidecar.write_text('{"format": "dnn_cool.thresholds", "thr')
+    return Case(lambda: load_flow(path), [f"{sidecar}", "is not valid JSON"], [path, sidecar], ValueError)
 
-def thresholds_file_naming_a_task_the_flow_lacks(tmp_path):
+def tuned_thresholds_naming_a_task_the_checkpoint_lacks(tmp_path):
     _, flow, _, _, _, model = setup()
     path = save_checkpoint(tmp_path / 'model.pt', model)
-    save_thresholds(thresholds_path(path), {'a': 0.3, 'door_open': 0.2})
-    return Case(lambda: load_checkpoint(model, path), [f"{path}", "no task 'door_open'", "tunable tasks: ['a', 'm']"],
-                [model, flow], KeyError)
+    return Case(lambda: update_checkpoint_thresholds(path, {'a': 0.3, 'door_open': 0.2}),
+                [f"{path}", "no task 'door_open'", "tasks with a threshold: ['a', 'm']"], [model, flow, path], KeyError)
 
 def a_checkpoint_of_another_flow(tmp_path):
     _, flow, _, _, _, model = setup()
@@ -486,7 +487,8 @@ CASES = [bounded_label_outside_range, binary_threshold_above_one, binary_thresho
          a_task_that_never_counts_a_sample, monitoring_a_metric_that_does_not_exist, resuming_from_weights_only,
          resuming_with_another_optimizer, freezing_a_fused_task_after_building_the_optimizer,
          a_truncated_checkpoint, a_file_that_is_not_a_checkpoint, a_checkpoint_holding_pickled_objects,
-         a_corrupt_thresholds_file, thresholds_file_naming_a_task_the_flow_lacks, a_checkpoint_of_another_flow,
+         a_corrupt_thresholds_file_next_to_a_0_5_0_checkpoint, tuned_thresholds_naming_a_task_the_checkpoint_lacks,
+         a_checkpoint_of_another_flow,
          rebuilding_a_flow_with_a_custom_head, a_checkpoint_path_that_does_not_exist,
          nan_logits_in_evaluate, nan_logits_in_predict, evaluate_on_a_dataset_of_another_flow, evaluate_in_an_unknown_mode,
          tune_with_nothing_to_tune_on, tune_on_another_flows_predictions, tune_on_too_few_samples,

@@ -3,6 +3,7 @@ run that reproduces the uninterrupted one bit for bit, atomic writes, and errors
 import copy
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,14 +14,14 @@ import dnn_cool.losses  # noqa: F401  (flow.get_loss)
 import dnn_cool.module  # noqa: F401  (flow.torch)
 import dnn_cool.checkpoint as checkpoint_module
 from dnn_cool.checkpoint import (CheckpointError, load_checkpoint, load_flow, read_checkpoint, save_checkpoint,
-                                 structure_diff, flow_structure, thresholds_path)
+                                 structure_diff, flow_structure, update_checkpoint_thresholds)
 from dnn_cool.core import seed_everything
 from dnn_cool.evaluation import collect_predictions, predict
 from dnn_cool.flow import Project, decoder_thresholds, set_decoder_thresholds
 from dnn_cool.module import FlowModule
 from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask)
-from dnn_cool.train import Callback, FlowNet, Trainer
+from dnn_cool.train import Callback, Checkpoint, FlowNet, Trainer
 from walkthrough import toy_data, toy_flow
 
 
@@ -94,7 +95,7 @@ def test_the_file_loads_with_weights_only_and_json(tmp_path):
     meta = json.loads(raw['meta'])  # strict JSON: NaN is stored as null
     assert (meta['epoch'], meta['score'], meta['format']) == (2, None, 'dnn_cool.checkpoint')
     assert [n['name'] for n in meta['flow']['nodes']] == ['a', 'inner', 'm', 'r', 'tokens']
-    assert json.loads(thresholds_path(path).read_text())['thresholds'] == decoder_thresholds(flow)
+    assert meta['thresholds'] == decoder_thresholds(flow)  # stored once, in the checkpoint
 
 
 def test_a_flownet_checkpoint_loads_into_a_flownet_and_rebuilds_the_heads(tmp_path):
@@ -151,7 +152,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, loader_genera
     whole_trainer = resumable_trainer(loader_generator, scheduler)
     whole = whole_trainer.fit()
     last = tmp_path / 'last.pt'
-    first = resumable_trainer(loader_generator, scheduler, callbacks=[Interrupt(2)], last_checkpoint_path=last)
+    first = resumable_trainer(loader_generator, scheduler, callbacks=[Interrupt(2), Checkpoint(last_path=last)])
     first.fit()
     assert len(first.history) == 2 and read_checkpoint(last)['epoch'] == 1
     resumed_trainer = resumable_trainer(loader_generator, scheduler)
@@ -165,7 +166,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, loader_genera
 
 def test_resume_is_refused_when_the_run_does_not_match(tmp_path):
     last = tmp_path / 'last.pt'
-    resumable_trainer(False, 'step', epochs=1, last_checkpoint_path=last).fit()
+    resumable_trainer(False, 'step', epochs=1, callbacks=[Checkpoint(last_path=last)]).fit()
     t = resumable_trainer(False, 'step')
     t.optimizer = torch.optim.SGD(t.model.parameters(), lr=0.1)  # one group instead of three
     before, refused = copy.deepcopy(t.model.state_dict()), t
@@ -190,8 +191,8 @@ def test_the_best_checkpoint_holds_the_best_epoch_and_never_a_diverged_one(tmp_p
             if epoch == 2:
                 with torch.no_grad(): trainer.model.flow_module.head('size').bias.fill_(float('nan'))
     best, last = tmp_path / 'best.pt', tmp_path / 'last.pt'
-    t = resumable_trainer(False, 'step', epochs=3, callbacks=[Scripted(), Poison()], checkpoint_path=best,
-                          last_checkpoint_path=last, restore_best=True, on_nonfinite='warn')
+    t = resumable_trainer(False, 'step', epochs=3, on_nonfinite='warn',
+                          callbacks=[Scripted(), Poison(), Checkpoint(best, restore_best=True, last_path=last)])
     with pytest.warns(UserWarning, match="task 'size' is not finite"): h = t.fit()
     assert (h.best_epoch, t.restored_epoch, read_checkpoint(best)['epoch']) == (1, 1, 1)
     assert read_checkpoint(last)['epoch'] == 1  # the diverged epoch 2 did not replace the last good resume point
@@ -220,7 +221,7 @@ def test_a_crash_mid_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatc
     monkeypatch.undo()
     assert path.read_bytes() == old and read_checkpoint(path)['epoch'] == 1
     assert not (tmp_path / 'new.pt').exists()  # no truncated file under the final name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['model.pt', 'model.pt.thresholds.json']  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['model.pt']  # no temporary left
 
 
 @pytest.mark.parametrize('cut', [0, 10, 100, 0.5, 0.9])
@@ -269,9 +270,40 @@ def test_old_checkpoints_still_load(tmp_path):
 def test_collected_predictions_match_after_a_trainer_round_trip(tmp_path):
     "The Trainer's best checkpoint, loaded into a fresh model, predicts the validation set exactly as the restored model."
     best = tmp_path / 'best.pt'
-    t = resumable_trainer(False, 'step', epochs=2, checkpoint_path=best, restore_best=True)
+    t = resumable_trainer(False, 'step', epochs=2, callbacks=[Checkpoint(best, restore_best=True)])
     t.fit()
     fresh = resumable_trainer(False, 'step').model
     load_checkpoint(fresh, best)
     a, b = collect_predictions(t.model, VALID.loader(64)), collect_predictions(fresh, VALID.loader(64))
     for p in FLOW.graph.paths: assert torch.equal(a.logits[p], b.logits[p]), p
+
+
+FIXTURES = Path(__file__).parent / 'fixtures'
+
+
+def test_a_checkpoint_written_by_0_5_0_still_loads(tmp_path):
+    "A checkpoint committed as written by dnn_cool 0.5.0 (fixtures/make_checkpoint_v0_5_0.py), with thresholds tuned after training in the file next to it."
+    import shutil
+    import sys
+    sys.path.insert(0, str(FIXTURES))
+    from make_checkpoint_v0_5_0 import fixture_flow
+    expected = torch.load(FIXTURES / 'checkpoint_v0_5_0.expected.pt', weights_only=True)
+    for name in ('checkpoint_v0_5_0.pt', 'checkpoint_v0_5_0.pt.thresholds.json'): shutil.copy(FIXTURES / name, tmp_path / name)
+    path = tmp_path / 'checkpoint_v0_5_0.pt'
+    # into the flow rebuilt with its code, as 0.5.0 loaded it: weights, and the thresholds of the file next to it
+    flow = fixture_flow()
+    model = flow.torch(in_features={'cam': 4, 'features': 8})
+    ckpt = load_checkpoint(model, path)
+    assert ckpt['epoch'] in (0, 1) and decoder_thresholds(flow) == expected['thresholds']
+    with torch.no_grad(): out = model.eval()(expected['inputs'])
+    for kind in ('logits', 'decoded', 'predicted_precondition'):
+        for p, v in expected[kind].items(): assert torch.equal(out[kind][p], v), (kind, p)
+    # rebuilt from the file alone, the same
+    rebuilt = FlowModule.from_checkpoint(path)
+    assert decoder_thresholds(rebuilt.flow) == expected['thresholds']
+    with torch.no_grad(): out = rebuilt(expected['inputs'])
+    for p, v in expected['decoded'].items(): assert torch.equal(out['decoded'][p], v), p
+    # tuned again and written into the file, the thresholds live in the checkpoint: the old file no longer counts
+    update_checkpoint_thresholds(path, {'blocked': 0.8})
+    assert read_checkpoint(path)['thresholds']['blocked'] == 0.8
+    assert read_checkpoint(path)['thresholds']['locate.tags'] == expected['thresholds']['locate.tags']

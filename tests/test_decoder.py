@@ -13,7 +13,8 @@ from walkthrough import known, walkthrough_features
 from dnn_cool.decoder import FlowDecoder, tuned_thresholds, tuning_table
 from dnn_cool.evaluation import collect_predictions, evaluate
 from dnn_cool.synthetic import BOOL_TASKS, FACIAL_CHARACTERISTICS, synthetic_project
-from dnn_cool.tuning import ThresholdResult, load_thresholds, tune_threshold
+from dnn_cool.thresholds import load_thresholds
+from dnn_cool.tuning import ThresholdResult, tune_threshold
 
 FACIAL = 'person_regression.face_regression.facial_characteristics'
 SHIRT = 'person_regression.body_regression.shirt_type'

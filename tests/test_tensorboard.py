@@ -18,7 +18,7 @@ from dnn_cool.interpret import BestWorst, best_worst_inputs
 from dnn_cool.synthetic import make_synthetic, synthetic_project
 from dnn_cool.tensorboard import TensorBoardLogger, log_best_worst
 from dnn_cool.core import seed_everything
-from dnn_cool.train import Callback, FlowNet, Trainer
+from dnn_cool.train import Callback, Checkpoint, FlowNet, Trainer
 
 
 def read_events(log_dir):
@@ -166,7 +166,7 @@ def test_best_worst_after_restoring_the_best_epoch(tmp_path):
             snaps.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     logger = TensorBoardLogger(tmp_path, flow, best_worst_loader=valid_ds.loader(16), dataset_inputs=valid_ds.inputs['image'], n=3)
     trainer = Trainer(net, flow.get_loss(), torch.optim.Adam(net.parameters(), lr=1e-2), train_ds.loader(16, shuffle=True),
-                      valid_ds.loader(40), flow=flow, epochs=3, callbacks=[logger, Scripted()], restore_best=True,
+                      valid_ds.loader(40), flow=flow, epochs=3, callbacks=[logger, Scripted(), Checkpoint(restore_best=True)],
                       progress=False)
     trainer.fit()
     assert trainer.restored_epoch == 0

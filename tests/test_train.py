@@ -1,6 +1,7 @@
 """Heavier checks of `dnn_cool.train`: multi-epoch runs compared with brute-force references (one large batch,
 the whole epoch as one batch, two seeded runs), clipping, bfloat16 autocast, freezing and the progress bar."""
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -17,8 +18,9 @@ from dnn_cool.flow import Project, decoder_thresholds
 from dnn_cool.tasks import (BinaryClassificationTask, BoundedRegressionTask, MultilabelClassificationTask,
                             RegressionTask)
 from dnn_cool.tasks import task_threshold
-from dnn_cool.train import Callback, EpochLoss, FlowNet, Trainer, load_checkpoint, thresholds_path
-from dnn_cool.tuning import load_thresholds
+from dnn_cool.checkpoint import read_checkpoint, replace_atomically, update_checkpoint_thresholds
+from dnn_cool.train import (Callback, Checkpoint, EarlyStopping, EpochLoss, FlowNet, ProgressBars, Trainer,
+                            load_checkpoint)
 from walkthrough import toy_data, toy_flow
 
 
@@ -311,7 +313,7 @@ def test_early_stopping_on_valid_loss_and_checkpoint(tmp_path):
     class Snap(Callback):
         def on_epoch_end(self, trainer, epoch, record): snaps.append(copy.deepcopy(trainer.model.state_dict()))
     path = tmp_path / 'best.pt'
-    t = make_trainer(epochs=8, callbacks=[Scripted(), Snap()], early_stopping_patience=3, checkpoint_path=path)
+    t = make_trainer(epochs=8, callbacks=[Scripted(), Snap(), EarlyStopping(3), Checkpoint(path)])
     h = t.fit()
     assert (len(h), h.best_epoch, h.stopped_early) == (7, 3, True)
     fresh = FLOW.torch(in_features={'features': 8})
@@ -337,7 +339,7 @@ def test_reduce_on_plateau_gets_the_monitor():
 
 
 def test_progress_bar_and_summary_lines(capsys):
-    make_trainer(epochs=2, log_every=2, progress=True).fit()
+    make_trainer(epochs=2, progress='bars').fit()
     err = capsys.readouterr()
     text = err.out + err.err
     assert 'epoch 0: train_loss=' in text and 'epoch 1: train_loss=' in text and 'valid_loss=' in text
@@ -366,7 +368,7 @@ def test_keyboard_interrupt_keeps_history_and_restores_best():
 
     class Snap(Callback):
         def on_epoch_end(self, trainer, epoch, record): snaps.append(copy.deepcopy(trainer.model.state_dict()))
-    t = make_trainer(epochs=5, callbacks=[Interrupt(), End(), Snap()], restore_best=True)
+    t = make_trainer(epochs=5, callbacks=[Interrupt(), End(), Snap(), Checkpoint(restore_best=True)])
     h = t.fit()
     assert len(h) == 2 and h.stopped_early and ended == [True]
     for k, v in t.model.state_dict().items(): assert torch.equal(v, snaps[h.best_epoch][k]), k
@@ -411,9 +413,9 @@ def test_checkpoint_thresholds_load_back_into_a_fresh_flow(tmp_path):
     model = flow.torch(in_features={'features': 6})
     path = tmp_path / 'best.pt'
     Trainer(model, flow.get_loss(), torch.optim.Adam(model.parameters(), lr=0.05), ds.loader(16), ds.loader(64),
-            epochs=3, callbacks=[Snap(), Scripted()], checkpoint_path=path, progress=False).fit()
-    assert load_thresholds(thresholds_path(path)) == tuned  # the JSON next to the weights
-    assert thresholds_path(path) == tmp_path / 'best.pt.thresholds.json'
+            epochs=3, callbacks=[Snap(), Scripted(), Checkpoint(path)], progress=False).fit()
+    assert read_checkpoint(path)['thresholds'] == tuned  # inside the checkpoint, once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['best.pt']
 
     fresh_flow = threshold_flow()
     fresh = fresh_flow.torch(in_features={'features': 6})
@@ -433,8 +435,11 @@ def test_checkpoint_thresholds_load_back_into_a_fresh_flow(tmp_path):
     other, model_flow = threshold_flow(), threshold_flow()
     load_checkpoint(model_flow.torch(in_features={'features': 6}), path, flow=other)
     assert decoder_thresholds(other) == tuned and decoder_thresholds(model_flow) == {'a': 0.5, 'm': [0.5] * 3, 'q': [0.5] * 2}
-    import dnn_cool.decoder  # noqa: F401  (flow.get_decoder)
-    assert threshold_flow().get_decoder().load(thresholds_path(path)).thresholds() == tuned
+    # thresholds tuned after the fit go into the checkpoint, and load from there
+    update_checkpoint_thresholds(path, {'a': 0.7})
+    fresh_flow = threshold_flow()
+    load_checkpoint(fresh_flow.torch(in_features={'features': 6}), path)
+    assert decoder_thresholds(fresh_flow) == {**tuned, 'a': 0.7}
 
 
 def test_checkpoint_thresholds_that_do_not_fit_are_refused(tmp_path):
@@ -444,14 +449,18 @@ def test_checkpoint_thresholds_that_do_not_fit_are_refused(tmp_path):
     model = flow.torch(in_features={'features': 6})
     path = tmp_path / 'best.pt'
     Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.05), ds.loader(32), epochs=1,
-            checkpoint_path=path, progress=False).fit()
+            callbacks=[Checkpoint(path)], progress=False).fit()
     fresh_flow = threshold_flow()
     fresh = fresh_flow.torch(in_features={'features': 6})
     before = copy.deepcopy(fresh.state_dict())
-    from dnn_cool.tuning import save_thresholds
+    raw = torch.load(path, weights_only=True)
+    def write_thresholds(values):  # a file whose thresholds don't fit its flow (update_checkpoint_thresholds refuses to write one)
+        meta = json.loads(raw['meta'])
+        replace_atomically(path, lambda tmp: torch.save({**raw, 'meta': json.dumps({**meta, 'thresholds': values})}, tmp))
     for bad, message in [({'m': [0.1, 0.2]}, "task 'm' has 3 labels"), ({'r': 0.5}, "task 'r' has no tunable"),
-                         ({'zz': 0.5}, "no task 'zz'"), ({'a': [0.1, 0.2]}, "task 'a' takes one finite float")]:
-        save_thresholds(thresholds_path(path), {'a': 0.3, **bad})
+                         ({'zz': 0.5}, "no task 'zz'"), ({'a': [0.1, 0.2]}, "task 'a' takes one finite float"),
+                         ({'a': 1.5}, r"task 'a': thresholds are compared with activations in \[0, 1\]")]:
+        write_thresholds({'a': 0.3, **bad})
         with pytest.raises((KeyError, ValueError), match=message): load_checkpoint(fresh, path)
         assert task_threshold(fresh_flow.graph['a'].task) == 0.5  # checked before anything is set
         for k, v in fresh.state_dict().items(): assert torch.equal(v, before[k]), k
@@ -469,7 +478,7 @@ def test_restore_best_in_memory_restores_thresholds():
     seed_everything(0)
     model = flow.torch(in_features={'features': 6})
     t = Trainer(model, flow.get_loss(), torch.optim.SGD(model.parameters(), lr=0.05), ds.loader(32), ds.loader(64),
-                epochs=3, callbacks=[Scripted()], restore_best=True, progress=False)
+                epochs=3, callbacks=[Scripted(), Checkpoint(restore_best=True)], progress=False)
     t.fit()
     assert (t.restored_epoch, task_threshold(flow.graph['a'].task)) == (1, 0.4)
 
@@ -485,7 +494,7 @@ class PoisonSize(Callback):
 def test_nonfinite_loss_raises_at_the_next_log_point():
     "With progress bars updating every batch, the error comes at the first bad step, not at the end of the epoch."
     from dnn_cool.train import NonFiniteLossError
-    t = make_trainer(epochs=2, batch_size=64, progress=True, log_every=1, callbacks=[PoisonSize(3)])
+    t = make_trainer(epochs=2, batch_size=64, callbacks=[PoisonSize(3), ProgressBars(log_every=1)])
     with pytest.raises(NonFiniteLossError, match=r"task 'size' is not finite \(NaN or inf\), first at step 4 \(batch 4"):
         t.fit()
     assert t.global_step == 4  # of 8 batches in the epoch

@@ -10,8 +10,8 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
-from dnn_cool.tuning import (COUNT_OBJECTIVES, confusion_curve, load_thresholds, save_thresholds, tune_multilabel,
-                             tune_threshold)
+from dnn_cool.thresholds import load_thresholds, save_thresholds
+from dnn_cool.tuning import COUNT_OBJECTIVES, confusion_curve, tune_multilabel, tune_threshold
 
 NAMES = ['f1', 'fbeta', 'precision', 'recall', 'accuracy', 'balanced_accuracy', 'mcc']
 BETA = 0.5

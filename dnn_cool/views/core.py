@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['esc', 'in_notebook', 'as_uint8_image', 'png_bytes', 'png_data_uri', 'View', 'wrap', 'WidgetView']
+__all__ = ['esc', 'as_uint8_image', 'png_bytes', 'png_data_uri', 'View', 'wrap', 'WidgetView']
 
 # %% ../../nbs/20_views.core.ipynb #b90329a7
 def esc(value) -> str:
@@ -24,13 +24,7 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 # %% ../../nbs/20_views.core.ipynb #a2f18c6e
-def in_notebook() -> bool:
-    "Is this a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab, nbconvert), as opposed to a terminal or a test run?"
-    ipython = sys.modules.get('IPython')
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is None: return False
-    if 'google.colab' in sys.modules: return True
-    return 'IPKernelApp' in getattr(shell, 'config', {}) or type(shell).__name__ == 'ZMQInteractiveShell'
+from ..core import in_notebook  # noqa: F401  (the views import it from here)
 
 # %% ../../nbs/20_views.core.ipynb #61cbc9de
 def as_uint8_image(image) -> np.ndarray:

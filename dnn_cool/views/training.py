@@ -25,7 +25,7 @@ from .core import View, esc, in_notebook, wrap
 # %% auto #0
 __all__ = ['DEFAULT_METRICS', 'TRAIN_COLOR', 'VALID_COLOR', 'RUNNING_COLOR', 'BEST_COLOR', 'VALID_DASH', 'METRIC_CAPTIONS',
            'flow_metric_names', 'record_metric_names', 'choose_metrics', 'LossReader', 'RunningLoss', 'training_figure',
-           'TrainingFigure', 'DisplaySink', 'PlotSpec', 'LivePlot', 'live_plot_factory']
+           'TrainingFigure', 'DisplaySink', 'PlotSpec', 'LivePlot']
 
 # %% ../../nbs/20d_views.training.ipynb #ab59da19
 DEFAULT_METRICS: dict[type, tuple[str, ...]] = {
@@ -396,15 +396,6 @@ def _draw(self: LivePlot, trainer, status, now, read=False):
     self.seconds += cost
     first = self.frames == 1  # the first frame pays one-time costs (the display's set-up): not a measure of the next ones
     self._next = now + cost + (self.every if first else max(self.every, cost / self.budget))
-
-# %% ../../nbs/20d_views.training.ipynb #3e377c6c
-def live_plot_factory(trainer: Trainer) -> LivePlot | None:
-    "A `LivePlot` for `trainer` if its `live_plot` says so (None: only in a notebook kernel)."
-    on = in_notebook() if trainer.live_plot is None else bool(trainer.live_plot)
-    return LivePlot(auto=True) if on else None
-
-Trainer.default_callbacks[:] = [f for f in Trainer.default_callbacks if getattr(f, '__name__', '') != 'live_plot_factory']
-Trainer.default_callbacks.append(live_plot_factory)
 
 # %% ../../nbs/20d_views.training.ipynb #0fb7784e
 @patch
