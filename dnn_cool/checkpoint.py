@@ -84,56 +84,54 @@ def task_description(task: ITask, in_features: int | None = None) -> dict:
             'custom_head': getattr(task, 'module', None) is not None, 'in_features': in_features}
 
 def flow_structure(flow: TaskFlow, model: nn.Module | None = None) -> dict:
-    "The flow as JSON: nodes with their inputs, preconditions and tasks (types, keywords, head sizes from `model`)."
-    flow = as_flow(flow, 'flow_structure')
+    "The flow as JSON, read from its traced graph: nodes with their inputs, preconditions and tasks (types, keywords, head sizes from `model`)."
+    graph = as_flow(flow, 'flow_structure').graph
     module = _flow_module(model) if model is not None else None
     def heads(path):  # the size the head was built for: a custom head module need not have `in_features`
         if module is None: return None
         return getattr(module, 'head_in_features', {}).get(path) or getattr(module.head(path), 'in_features', None)
-    def visit(f, prefix):
+    def visit(path):
         nodes = []
-        for n in f.nodes:
-            d = {'name': n.name, 'input': n.input_key, 'condition': _condition_json(n.condition)}
-            if isinstance(n.target, TaskFlow): d['flow'] = visit(n.target, f'{prefix}{n.name}.')
-            else: d['task'] = task_description(n.target, heads(prefix + n.name))
+        for child in graph.children(path):
+            node = graph.subflows[child] if graph.is_flow(child) else graph[child]
+            line = node.written  # name, input and condition as the flow function wrote them
+            d = {'name': line.name, 'input': line.input_key, 'condition': _condition_json(line.condition)}
+            if graph.is_flow(child): d['flow'] = visit(child)
+            else: d['task'] = task_description(node.task, heads(child))
             nodes.append(d)
-        return {'name': f.name, 'nodes': nodes}
-    return visit(flow, '')
+        return {'name': graph.subflows[path].name, 'nodes': nodes}
+    return visit('')
 
 def _flow_module(model: nn.Module) -> FlowModule:
     for m in model.modules():
         if isinstance(m, FlowModule): return m
     raise TypeError(f"a {type(model).__name__} holds no FlowModule (from flow.torch())")
 
+class _DescribedTask(ITask):
+    "A task known only by its JSON description: enough to trace a saved structure into a graph, and to compare it."
+    def __init__(self, name: str, description: dict):
+        self.name, self.description, self.is_boolean = name, description, True  # any saved task may be a condition
+    def _described(self, *a, **k): raise TypeError(f"task '{self.name}' is a description read from a checkpoint")
+    make_head = activate = decode = sample_losses = available = encode = make_metrics = _described
+
+def _structure_flow(s: dict) -> TaskFlow:
+    "The saved structure `s` as a flow of described tasks: traced like any flow, so it expands by the one rule."
+    nodes = [FlowNode(n['name'], _structure_flow(n['flow']) if 'flow' in n else _DescribedTask(n['name'], n['task']),
+                      n['input'], _condition_from_json(n['condition'])) for n in s['nodes']]
+    return TaskFlow(s['name'], nodes)
+
 def flat_structure(structure: dict) -> dict[str, dict]:
-    "`{task path: {type, input, condition, spec...}}`: the structure expanded as the flow's graph is."
+    "`{task path: {type, input, condition, spec...}}`: the saved structure expanded as the flow's graph is."
     out = {}
-    def visit(s, prefix, key_map, inherited):
-        for n in s['nodes']:
-            path = prefix + n['name']
-            cond = _condition_from_json(n['condition'])
-            conds = inherited + ((rebase_condition(cond, prefix),) if cond is not None else ())
-            if 'flow' in n:
-                inner = n['flow']
-                keys = list(dict.fromkeys(k for k in _input_keys(inner)))
-                child = ({k: key_map.get(k, k) for k in keys} if n['input'] == ALL_INPUTS
-                         else {keys[0]: key_map.get(n['input'], n['input'])})
-                visit(inner, path + '.', child, conds)
-            else:
-                t = n['task']
-                out[path] = {'type': t['type'], 'input': key_map.get(n['input'], n['input']),
-                             'condition': ' & '.join(str(c) for c in conds) or None,
-                             **{k: v for k, v in (t['spec'] or {}).items() if k not in _LOSS_ONLY},
-                             **({} if t['spec'] is not None else {'label_names': t['label_names']})}
-    visit(structure, '', {}, ())
+    for node in _structure_flow(structure).graph.nodes:
+        t = node.task.description
+        out[node.path] = {'type': t['type'], 'input': node.input_key,
+                          'condition': ' & '.join(str(c) for c in node.conditions) or None,
+                          **{k: v for k, v in (t['spec'] or {}).items() if k not in _LOSS_ONLY},
+                          **({} if t['spec'] is not None else {'label_names': t['label_names']})}
     return out
 
 _LOSS_ONLY = {'pos_weight', 'class_weights', 'label_smoothing'}  # change training, not what a head means
-
-def _input_keys(s) -> list[str]:
-    keys = []
-    for n in s['nodes']: keys += _input_keys(n['flow']) if 'flow' in n and n['input'] == ALL_INPUTS else [n['input']]
-    return keys
 
 # %% ../nbs/07a_checkpoint.ipynb #9fc628a2
 def structure_diff(saved: dict,  # `flow_structure` of the checkpoint's flow

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .flow import TaskFlow, as_flow, evaluate_condition
+from .flow import TaskFlow, as_flow, precondition_masks
 from .core import evaluating, model_device, to_device
 from .module import find_flow
 
@@ -49,20 +49,16 @@ class ExplanationNode:
 
 # %% ../nbs/10_explanations.ipynb #2dccd7b1
 def _visibility(flow: TaskFlow, outputs: Mapping) -> dict[str, torch.Tensor]:
-    "`{task or flow path: (bs,) bool}`: which branches the decoded cascade keeps."
+    "`{task or flow path: (bs,) bool}`: which branches the decoded cascade keeps (the precondition rule, on predictions)."
     graph = flow.graph
     missing = [k for k in ('decoded', 'predicted_precondition') if k not in outputs]
     if missing: raise KeyError(f"explain needs outputs{missing} from the module of flow '{graph.name}': "
                                f"run it in eval mode (model.eval())")
-    predicted, decoded = outputs['predicted_precondition'], outputs['decoded']
+    decoded = outputs['decoded']
     truth = {p: graph[p].task.decoded_truth(decoded[p]) for p in graph.precondition_paths}  # (bs,) bool each
-    def leaf(p): return predicted[p] & truth[p], predicted[p] & ~truth[p]
-    visible = {p: predicted[p] for p in graph.paths}
-    always = torch.ones_like(predicted[graph.paths[0]])
-    for flow_path, conditions in graph.flows.items():
-        mask = always
-        for cond in conditions: mask = mask & evaluate_condition(cond, leaf)[0]
-        visible[flow_path] = mask  # '' (the root) has no conditions: always visible
+    first = decoded[graph.paths[0]]
+    visible = precondition_masks(graph, truth, None, first.shape[0], first.device, flows=True)
+    visible[''] = torch.ones(first.shape[0], dtype=torch.bool, device=first.device)  # the root: always
     return visible
 
 # %% ../nbs/10_explanations.ipynb #b4b0b11c

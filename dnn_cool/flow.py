@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Callable, Iterable, Mapping, Sequence
 
 import warnings
+from types import MappingProxyType
 
 import torch
 
@@ -18,8 +19,8 @@ from .thresholds import decoder_thresholds, set_decoder_thresholds  # noqa: F401
 
 # %% auto #0
 __all__ = ['ALL_INPUTS', 'FlowDefinitionError', 'Condition', 'Ref', 'Not', 'And', 'Or', 'rebase_condition', 'evaluate_condition',
-           'FlowNode', 'TaskNode', 'FlowGraph', 'InputRef', 'TaskFlow', 'FlowRedefinedWarning', 'Project', 'as_flow',
-           'precondition_masks', 'summary']
+           'FlowNode', 'TaskNode', 'SubFlow', 'FlowGraph', 'InputRef', 'TaskFlow', 'expand_flow',
+           'FlowRedefinedWarning', 'Project', 'as_flow', 'precondition_masks', 'summary']
 
 # %% ../nbs/03_flow.ipynb #5f37b773
 class FlowDefinitionError(ValueError):
@@ -101,9 +102,14 @@ class TaskNode:
     "A task of the expanded graph."
     path: str
     task: ITask
-    input_key: str
+    input_key: str  # the batch key it reads (nested flows' inputs mapped)
     conditions: tuple = ()  # all must hold (enclosing flows' first), paths absolute
+    written: FlowNode | None = None  # its line in its flow function: name, input and condition as written there
 
+    @property
+    def name(self) -> str: return self.path.rpartition('.')[2]
+    @property
+    def parent(self) -> str: return self.path.rpartition('.')[0]  # '' for a child of the root
     @property
     def condition(self) -> Condition | None:
         "The conditions joined with `&` (None when unconditional)."
@@ -111,11 +117,24 @@ class TaskNode:
         return self.conditions[0] if len(self.conditions) == 1 else And(tuple(self.conditions))
 
 @dataclass(frozen=True)
+class SubFlow:
+    "A flow of the expanded graph, the root (path `''`) or a nested one: where it sits, what it reads, its children."
+    path: str
+    name: str  # the flow's own name (`TaskFlow.name`)
+    inputs: Mapping[str, str]  # its input keys -> the batch keys they read
+    conditions: tuple = ()  # what must hold for every task under it (enclosing flows' first), paths absolute
+    children: tuple = ()  # the paths of its tasks and nested flows, in definition order
+    written: FlowNode | None = None  # its line in its parent's flow function; None for the root
+
+    @property
+    def parent(self) -> str: return self.path.rpartition('.')[0]
+
+@dataclass(frozen=True)
 class FlowGraph:
-    "The expanded flow: task nodes in definition (= topological) order, plus each nested flow's path and conditions."
+    "The traced flow, whole: tasks in definition (= topological) order and every flow (root and nested) with its children."
     name: str
     nodes: tuple  # of TaskNode
-    flows: dict = field(default_factory=dict)  # flow path -> tuple of conditions ('' is the root)
+    subflows: Mapping[str, SubFlow]  # flow path -> SubFlow, '' the root, in definition order
 
     # read at every step by the module, the loss and the metrics: computed once (the graph is frozen; cached_property
     # writes past the frozen dataclass). Callers get the same list each time and must not change it.
@@ -123,6 +142,10 @@ class FlowGraph:
     def paths(self) -> list[str]: return [n.path for n in self.nodes]
     @cached_property
     def input_keys(self) -> list[str]: return list(dict.fromkeys(n.input_key for n in self.nodes))
+    @cached_property
+    def flows(self) -> Mapping[str, tuple]:
+        "`{flow path: its conditions}`, the root `''` first (with none)."
+        return MappingProxyType({p: s.conditions for p, s in self.subflows.items()})
     @cached_property
     def condition_classes(self) -> dict[tuple, list[str]]:
         "`{conditions: [task paths]}`: tasks whose preconditions are the same (siblings) share one mask."
@@ -134,11 +157,27 @@ class FlowGraph:
         "Tasks used in some condition: their ground truth must travel with each batch under `gt`."
         used = {p for n in self.nodes for c in n.conditions for p in c.paths()}
         return [p for p in self.paths if p in used]
+    @cached_property
+    def _by_path(self) -> dict[str, TaskNode]: return {n.path: n for n in self.nodes}
     def node(self, path: str) -> TaskNode:
-        for n in self.nodes:
-            if n.path == path: return n
-        raise KeyError(f"flow '{self.name}' has no task '{path}'; tasks: {self.paths}")
+        "The task at `path`."
+        node = self._by_path.get(path)
+        if node is None: raise KeyError(f"flow '{self.name}' has no task '{path}'; tasks: {self.paths}")
+        return node
     def __getitem__(self, path): return self.node(path)
+    def is_flow(self, path: str) -> bool: return path in self.subflows
+    def children(self, path: str = '') -> tuple[str, ...]:
+        "The paths of the tasks and flows directly under the flow at `path` (`''`: the root), in definition order."
+        if path not in self.subflows:
+            raise KeyError(f"flow '{self.name}' has no flow '{path}'; flows: {[p for p in self.subflows if p]}")
+        return self.subflows[path].children
+    def tasks_under(self, path: str) -> list[str]:
+        "The task paths `path` names: itself if it is a task, every task under it if it is a flow (`''`: all)."
+        if path in self._by_path: return [path]
+        if path not in self.subflows:
+            raise KeyError(f"flow '{self.name}' has no task or flow '{path}'; tasks: {self.paths}, "
+                           f"flows: {[p for p in self.subflows if p]}")
+        return [p for p in self.paths if not path or p.startswith(path + '.')]
 
 # %% ../nbs/03_flow.ipynb #f1c0e5f5
 @dataclass(frozen=True)
@@ -233,7 +272,7 @@ class TaskFlow(ITask):
     is_boolean = False
     def __init__(self, name: str, nodes: Sequence[FlowNode]):
         self.name, self.nodes = name, tuple(nodes)
-        self.graph = self._expand()
+        self.graph = expand_flow(self)
         self.tuning_data = None  # what `flow.get_decoder().tune()` tunes on by default, left by a fit (dnn_cool.thresholds)
 
     @property
@@ -241,28 +280,32 @@ class TaskFlow(ITask):
     @property
     def tasks(self) -> dict[str, ITask]: return {n.path: n.task for n in self.graph.nodes}
 
-    def _expand(self) -> FlowGraph:
-        nodes, flows = [], {'': ()}
-        def visit(flow, prefix, key_map, inherited):
-            for child in flow.nodes:
-                path = prefix + child.name
-                conds = inherited + ((rebase_condition(child.condition, prefix),) if child.condition else ())
-                if isinstance(child.target, TaskFlow):
-                    inner = child.target
-                    if child.input_key == ALL_INPUTS: child_map = {k: key_map.get(k, k) for k in inner.input_keys}
-                    else: child_map = {inner.input_keys[0]: key_map.get(child.input_key, child.input_key)}
-                    flows[path] = conds
-                    visit(inner, path + '.', child_map, conds)
-                else:
-                    nodes.append(TaskNode(path, child.target, key_map.get(child.input_key, child.input_key), conds))
-        visit(self, '', {}, ())
-        return FlowGraph(self.name, tuple(nodes), flows)
-
     # A flow is not a single-head task: the ITask methods that make no sense for it say so.
     def _composite(self, *a, **k): raise TypeError(f"'{self.name}' is a TaskFlow: use flow.torch() / its tasks")
     make_head = activate = decode = sample_losses = available = encode = make_metrics = _composite
 
     def __repr__(self): return f"TaskFlow('{self.name}', tasks={self.graph.paths})"
+
+def expand_flow(flow: TaskFlow) -> FlowGraph:
+    "The graph of `flow`: every task and nested flow with its absolute path, the batch key it reads, its conditions."
+    nodes, subflows = [], {}
+    def visit(f, path, inputs, conditions, written):
+        prefix, children = (path + '.' if path else ''), []
+        subflows[path] = None  # its place in definition order; filled once its children are known
+        for child in f.nodes:
+            p = prefix + child.name
+            conds = conditions + ((rebase_condition(child.condition, prefix),) if child.condition else ())
+            children.append(p)
+            if isinstance(child.target, TaskFlow):
+                inner = child.target
+                if child.input_key == ALL_INPUTS: mapped = {k: inputs.get(k, k) for k in inner.input_keys}
+                else: mapped = {inner.input_keys[0]: inputs.get(child.input_key, child.input_key)}
+                visit(inner, p, mapped, conds, child)
+            else: nodes.append(TaskNode(p, child.target, inputs.get(child.input_key, child.input_key), conds, child))
+        reads = dict(inputs) if path else {k: k for k in dict.fromkeys(n.input_key for n in nodes)}  # the root reads the batch
+        subflows[path] = SubFlow(path, f.name, MappingProxyType(reads), conditions, tuple(children), written)
+    visit(flow, '', {}, (), None)
+    return FlowGraph(flow.name, tuple(nodes), MappingProxyType(subflows))
 
 # %% ../nbs/03_flow.ipynb #76441ca4
 class FlowRedefinedWarning(UserWarning):
@@ -339,8 +382,9 @@ def as_flow(obj, where: str = 'this function') -> TaskFlow:
 def precondition_masks(graph: FlowGraph,
                        truth: Mapping[str, torch.Tensor],  # path -> (bs,) bool, for every precondition task
                        known: Mapping[str, torch.Tensor] | None = None,  # path -> (bs,) bool; None: all known
-                       batch_size: int | None = None, device=None) -> dict[str, torch.Tensor]:
-    "`{path: (bs,) bool}`: where each task's preconditions are satisfied."
+                       batch_size: int | None = None, device=None,
+                       flows: bool = False) -> dict[str, torch.Tensor]:  # also each nested flow's mask, by its path
+    "`{path: (bs,) bool}`: where each task's (and with `flows`, each nested flow's) preconditions are satisfied."
     if batch_size is None:
         if not truth: raise ValueError(f"flow '{graph.name}': batch_size is needed when no precondition values are given")
         first = next(iter(truth.values()))
@@ -361,36 +405,36 @@ def precondition_masks(graph: FlowGraph,
                                  f"expected ({batch_size},), one per sample of the batch")
         leaves[path] = k & v, k & ~v  # (bs,), (bs,)
         return leaves[path]
-    # tasks with the same conditions (siblings) share one mask: one evaluation per class, in the order of each class's
-    # first task, so a task's own mask exists before a later class reads it in `leaf`
-    for conditions, paths in graph.condition_classes.items():
+    def holds(conditions):
         mask = always
         for cond in conditions: mask = evaluate_condition(cond, leaf)[0] if mask is always else mask & evaluate_condition(cond, leaf)[0]
-        masks.update(dict.fromkeys(paths, mask))
-    return {p: masks[p] for p in graph.paths}  # in flow order
+        return mask
+    # tasks with the same conditions (siblings) share one mask: one evaluation per class, in the order of each class's
+    # first task, so a task's own mask exists before a later class reads it in `leaf`
+    for conditions, paths in graph.condition_classes.items(): masks.update(dict.fromkeys(paths, holds(conditions)))
+    out = {p: masks[p] for p in graph.paths}  # in flow order
+    if flows: out.update((p, holds(s.conditions)) for p, s in graph.subflows.items() if p)  # a flow: all its conditions
+    return out
 
 # %% ../nbs/03_flow.ipynb #4f62a762
 def _task_kind(task) -> str:
     return type(task).__name__.replace('ClassificationTask', 'Classification').replace('RegressionTask', 'Regression')
 
 def summary(self: TaskFlow) -> str:
-    "A text tree of the flow: tasks, their types, inputs and preconditions."
-    lines = [f'{self.name} (TaskFlow)']
-    def visit(flow, prefix, key_map):
-        for i, child in enumerate(flow.nodes):
-            last = i == len(flow.nodes) - 1
-            branch, cont = ('└── ', '    ') if last else ('├── ', '│   ')
-            cond = f' | {child.condition}' if child.condition is not None else ''
-            if isinstance(child.target, TaskFlow):
-                inner = child.target
-                if child.input_key == ALL_INPUTS: child_map = {k: key_map.get(k, k) for k in inner.input_keys}
-                else: child_map = {inner.input_keys[0]: key_map.get(child.input_key, child.input_key)}
-                lines.append(f'{prefix}{branch}{child.name} (TaskFlow){cond}')
-                visit(inner, prefix + cont, child_map)
-            else:
-                key = key_map.get(child.input_key, child.input_key)
-                lines.append(f'{prefix}{branch}{child.name}: {_task_kind(child.target)} <- x.{key}{cond}')
-    visit(self, '', {})
+    "A text tree of the flow: tasks, their types, inputs and preconditions (read from the traced graph)."
+    graph = self.graph
+    lines = [f'{graph.name} (TaskFlow)']
+    def visit(path, prefix):
+        children = graph.children(path)
+        for i, child in enumerate(children):
+            branch, cont = ('└── ', '    ') if i == len(children) - 1 else ('├── ', '│   ')
+            node = graph.subflows[child] if graph.is_flow(child) else graph[child]
+            cond = f' | {node.written.condition}' if node.written.condition is not None else ''
+            if graph.is_flow(child):
+                lines.append(f'{prefix}{branch}{node.written.name} (TaskFlow){cond}')
+                visit(child, prefix + cont)
+            else: lines.append(f'{prefix}{branch}{node.name}: {_task_kind(node.task)} <- x.{node.input_key}{cond}')
+    visit('', '')
     return '\n'.join(lines)
 
 TaskFlow.summary = summary

@@ -43,15 +43,6 @@ class FlowNet(nn.Module):
         return self.flow_module({**batch, **features})
 
 # %% ../nbs/04a_net.ipynb #6c0b40fe
-def _task_paths(graph: FlowGraph, path: str) -> list[str]:
-    "The task paths `path` names: itself if it is a task, every task under it if it is a flow."
-    if path in graph.paths: return [path]
-    under = [p for p in graph.paths if p.startswith(path + '.')]
-    if not under:
-        raise KeyError(f"flow '{graph.name}' has no task or flow '{path}'; tasks: {graph.paths}, "
-                       f"flows: {[f for f in graph.flows if f]}")
-    return under
-
 @patch
 def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without one in `task_lr`
                  backbone_lr: float | None = None,  # learning rate of the backbone (default `lr`)
@@ -60,7 +51,7 @@ def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without
     "Parameter groups `[{'name', 'params', 'lr'}, ...]` for `torch.optim`; each parameter appears once."
     graph, chosen = self.graph, {}  # task path -> the task_lr key that sets it
     for key in (task_lr or {}):
-        for p in _task_paths(graph, key):
+        for p in graph.tasks_under(key):
             if p not in chosen or len(key) > len(chosen[p]): chosen[p] = key
     seen, groups = set(), {}
     def add(name, lr_, params):
@@ -77,7 +68,7 @@ def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without
 # %% ../nbs/04a_net.ipynb #545fde30
 def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterable[str] | str):
     keys = [tasks] if isinstance(tasks, str) else list(tasks)
-    paths = [p for key in keys for p in _task_paths(net.graph, key)]  # checked before anything changes
+    paths = [p for key in keys for p in net.graph.tasks_under(key)]  # checked before anything changes
     if backbone:
         if net.backbone is None: raise ValueError("this FlowNet has no backbone")
         set_requires_grad(net.backbone.parameters(), trainable)
