@@ -50,38 +50,17 @@ def evaluating(model: nn.Module):
 
 
 # %% ../nbs/00_core.ipynb #160cedf5
-def _views(obj, found: dict):
-    "Every tensor in `obj` that is a view, grouped by its base: `{id(base): (base, {id(view): view})}`."
-    if isinstance(obj, torch.Tensor):
-        if obj._base is not None: found.setdefault(id(obj._base), (obj._base, {}))[1][id(obj)] = obj
-    elif isinstance(obj, Mapping):
-        for v in obj.values(): _views(v, found)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj: _views(v, found)
-    return found
-
-def _move(obj, device, non_blocking, bases):
-    if isinstance(obj, torch.Tensor):
-        hit = bases.get(id(obj._base)) if obj._base is not None else None
-        if hit is None: return obj.to(device, non_blocking=non_blocking)
-        base, moved = hit  # the same view of the moved base: the views still share one tensor on `device`
-        return moved.as_strided(obj.shape, obj.stride(), obj.storage_offset() - base.storage_offset() + moved.storage_offset())
-    if isinstance(obj, Mapping): return {k: _move(v, device, non_blocking, bases) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        moved = [_move(v, device, non_blocking, bases) for v in obj]
-        if hasattr(obj, '_fields'): return type(obj)(*moved)  # a named tuple takes its fields as arguments
-        return moved if isinstance(obj, list) else tuple(moved)
-    return obj
-
 def to_device(obj, device: torch.device | str, non_blocking: bool = False):
     "Move the tensors in nested dicts, lists and (named) tuples `obj` to `device`; other values are returned unchanged."
     if isinstance(obj, torch.Tensor): return obj.to(device, non_blocking=non_blocking)
-    bases = {}  # views that together are at least their whole base move as one copy of it (never more data)
-    for key, (base, views) in _views(obj, {}).items():
-        if len(views) < 2 or sum(v.numel() for v in views.values()) < base.numel(): continue
-        moved = base.to(device, non_blocking=non_blocking)
-        if moved is not base and moved.stride() == base.stride(): bases[key] = base, moved
-    return _move(obj, device, non_blocking, bases)
+    move = getattr(type(obj), '__to_device__', None)
+    if move is not None: return move(obj, device, non_blocking)
+    if isinstance(obj, Mapping): return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        moved = [to_device(v, device, non_blocking) for v in obj]
+        if hasattr(obj, '_fields'): return type(obj)(*moved)  # a named tuple takes its fields as arguments
+        return moved if isinstance(obj, list) else tuple(moved)
+    return obj
 
 # %% ../nbs/00_core.ipynb #53a57569
 def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from .core import nonfinite_rows
 from .flow import And, Not, Ref, TaskFlow, as_flow
-from .fusion import fusion_groups
+from .fusion import TaskTensors, fusion_layout
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, _is_missing)
 
@@ -247,25 +247,21 @@ def _getitem(self: FlowDataset, idx):
     x['gt'] = {'value': {p: v[idx] for p, v in self.gt_value.items()},
                'available': {p: v[idx] for p, v in self.gt_available.items()}}
     x['_index'] = torch.as_tensor(idx)
-    fused = {}
-    if not isinstance(idx, int):
-        for paths, block, views in self._blocks:
-            if all(self.targets[p] is v for p, v in zip(paths, views)):  # none replaced since (in-place writes go through)
-                fused.update(zip(paths, block[idx].unbind(1)))  # one gather for the group; its columns are views
-    y = {p: fused[p] if p in fused else t[idx] for p, t in self.targets.items()}
+    # a batch: one gather per fused group's block, its tasks' targets the block's columns; one sample: a plain dict
+    y = {p: t[idx] for p, t in self.targets.items()} if isinstance(idx, int) else self.targets.index(idx)
     return x, y
 FlowDataset.__getitem__ = _getitem
 
 def _block_targets(self: FlowDataset):
-    "Keep each fused group's targets as one `(n, n_tasks, ...)` block, the per-task targets its column views."
-    self._blocks = []  # (paths, block, views)
-    for group in fusion_groups(self.graph):
-        ts = [self.targets[p] for p in group.paths]
+    "Keep the targets as `TaskTensors`: each fused group's as one `(n, n_tasks, ...)` block (`dnn_cool.fusion`)."
+    layout = fusion_layout(self.graph)
+    targets, blocks = dict(self.targets), {}
+    for gi, group in enumerate(layout.groups):
+        ts = [targets[p] for p in group.paths]
         if not group.fused or any(t.shape != ts[0].shape or t.dtype != ts[0].dtype for t in ts): continue
-        block = torch.stack(ts, 1)  # (n, n_tasks, ...)
-        views = block.unbind(1)
-        self.targets.update(zip(group.paths, views))
-        self._blocks.append((group.paths, block, views))
+        blocks[gi] = torch.stack(ts, 1)  # (n, n_tasks, ...)
+        for p in group.paths: del targets[p]
+    self.targets = TaskTensors(targets, columns=layout.columns, blocks=blocks)
 FlowDataset._block_targets = _block_targets
 
 def loader(self: FlowDataset, batch_size: int = 64, shuffle: bool = False, drop_last: bool = False,

@@ -115,9 +115,9 @@ def nonfinite_message(where: str,  # e.g. 'training in epoch 1'
 
 def nonfinite_parameters(model: nn.Module) -> list[str]:
     "State-dict names of the parameters holding a NaN or inf (one sync): a fused head's rows are named by its task."
-    params = {id(q) for q in model.parameters()}
-    named = [(n, q) for n, q in model.state_dict(keep_vars=True).items() if q.is_floating_point() and
-             (id(q) in params or id(q._base) in params)]  # parameters, and the views of fused ones (not buffers)
+    buffers = {id(b) for b in model.buffers()}  # running statistics and such are not weights
+    named = [(n, q) for n, q in model.state_dict(keep_vars=True).items()
+             if isinstance(q, torch.Tensor) and q.is_floating_point() and id(q) not in buffers]
     if not named: return []
     ok = torch.stack([torch.isfinite(q).all() for _, q in named]).tolist()
     return [n for (n, _), good in zip(named, ok) if not good]

@@ -10,7 +10,6 @@ from functools import cached_property
 from typing import Callable, Iterable, Mapping, Sequence
 
 import warnings
-from types import MappingProxyType
 
 import torch
 
@@ -19,7 +18,7 @@ from .thresholds import decoder_thresholds, set_decoder_thresholds  # noqa: F401
 
 # %% auto #0
 __all__ = ['ALL_INPUTS', 'FlowDefinitionError', 'Condition', 'Ref', 'Not', 'And', 'Or', 'rebase_condition', 'evaluate_condition',
-           'FlowNode', 'TaskNode', 'SubFlow', 'FlowGraph', 'InputRef', 'TaskFlow', 'expand_flow',
+           'FrozenDict', 'FlowNode', 'TaskNode', 'SubFlow', 'FlowGraph', 'InputRef', 'TaskFlow', 'expand_flow',
            'FlowRedefinedWarning', 'Project', 'as_flow', 'precondition_masks', 'summary']
 
 # %% ../nbs/03_flow.ipynb #5f37b773
@@ -89,6 +88,12 @@ def evaluate_condition(cond: Condition,
 # %% ../nbs/03_flow.ipynb #d6d37746
 ALL_INPUTS = '*'  # a child called with `x` itself: every input passes through
 
+class FrozenDict(dict):
+    "A dict that can't change once built (a traced graph's mappings); it copies and pickles as a dict does."
+    def _refuse(self, *args, **kwargs): raise TypeError("a traced flow can't be changed: trace it again (@project.add_flow)")
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+    def __reduce__(self): return (type(self), (dict(self),))
+
 @dataclass(frozen=True)
 class FlowNode:
     "One `out += flow.<name>(x...) | cond` line of a flow."
@@ -145,7 +150,7 @@ class FlowGraph:
     @cached_property
     def flows(self) -> Mapping[str, tuple]:
         "`{flow path: its conditions}`, the root `''` first (with none)."
-        return MappingProxyType({p: s.conditions for p, s in self.subflows.items()})
+        return FrozenDict({p: s.conditions for p, s in self.subflows.items()})
     @cached_property
     def condition_classes(self) -> dict[tuple, list[str]]:
         "`{conditions: [task paths]}`: tasks whose preconditions are the same (siblings) share one mask."
@@ -303,9 +308,9 @@ def expand_flow(flow: TaskFlow) -> FlowGraph:
                 visit(inner, p, mapped, conds, child)
             else: nodes.append(TaskNode(p, child.target, inputs.get(child.input_key, child.input_key), conds, child))
         reads = dict(inputs) if path else {k: k for k in dict.fromkeys(n.input_key for n in nodes)}  # the root reads the batch
-        subflows[path] = SubFlow(path, f.name, MappingProxyType(reads), conditions, tuple(children), written)
+        subflows[path] = SubFlow(path, f.name, FrozenDict(reads), conditions, tuple(children), written)
     visit(flow, '', {}, (), None)
-    return FlowGraph(flow.name, tuple(nodes), MappingProxyType(subflows))
+    return FlowGraph(flow.name, tuple(nodes), FrozenDict(subflows))
 
 # %% ../nbs/03_flow.ipynb #76441ca4
 class FlowRedefinedWarning(UserWarning):

@@ -12,7 +12,7 @@ import torch
 
 from .distributed import all_reduce_sum_
 from .flow import TaskFlow
-from .fusion import fusion_groups
+from .fusion import TaskTensors, fusion_layout
 
 # %% auto #0
 __all__ = ['FlowMetrics']
@@ -30,7 +30,7 @@ class FlowMetrics:
             m = node.task.make_metrics(detailed=detailed)
             if m is not None: m.name = node.path
             self.metrics[node.path] = m
-        self.groups = fusion_groups(self.graph, fuse=fuse)  # sibling tasks of one kind update their metrics at once
+        self.groups = fusion_layout(self.graph, fuse=fuse).groups  # sibling tasks of one kind update their metrics at once
 
     @torch.no_grad()
     def update(self, outputs: Mapping, targets: Mapping[str, torch.Tensor]) -> None:
@@ -39,6 +39,8 @@ class FlowMetrics:
         if key not in outputs:
             need = "batch['gt'] (ground-truth preconditions)" if self.mode == 'gt' else 'the module in eval mode'
             raise KeyError(f"mode '{self.mode}' needs outputs['{key}']: give it {need}")
+        outputs = {k: TaskTensors.of(v) if isinstance(v, Mapping) else v for k, v in outputs.items()}  # a dict of yours too
+        targets = TaskTensors.of(targets)
         activated, decoded = outputs.get('activated', {}), outputs.get('decoded', {})
         for group in self.groups:
             metrics = [self.metrics[p] for p in group.paths]
@@ -55,12 +57,12 @@ class FlowMetrics:
 
     def _update_group(self, group, metrics, outputs, targets, key) -> None:
         "One stacked update for a fused group: `(bs, n, ...)` outputs, targets and masks."
-        paths = group.paths
+        paths = group.paths  # the blocks the module's outputs and the data set's targets hold: no copy
         have = lambda kind: kind in outputs and all(p in outputs[kind] for p in paths)
-        act = group.fused_from(outputs, 'activated') if have('activated') else group.activate(group.fused_from(outputs, 'logits').detach())
-        dec = group.fused_from(outputs, 'decoded') if have('decoded') else group.decode(act)
-        target = group.stack(targets)  # (bs, n, ...)
-        type(metrics[0]).update_stacked(metrics, act, dec, target, group.fused_from(outputs, key) & group.available(target))
+        act = outputs['activated'].block(group) if have('activated') else group.activate(outputs['logits'].block(group).detach())
+        dec = outputs['decoded'].block(group) if have('decoded') else group.decode(act)
+        target = targets.block(group)  # (bs, n, ...)
+        type(metrics[0]).update_stacked(metrics, act, dec, target, outputs[key].block(group) & group.available(target))
 
     def reset(self):
         for m in self.metrics.values():

@@ -5,6 +5,9 @@
 # %% ../nbs/03a_fusion.ipynb #67e55984
 from __future__ import annotations
 
+import json
+import weakref
+from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Hashable, Iterable, Mapping, Sequence
@@ -12,6 +15,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.utils._pytree as pytree
 from fastcore.basics import patch
 
 from .flow import FlowGraph, TaskNode
@@ -20,7 +24,7 @@ from .tasks import (BinaryClassificationTask, BoundedRegressionTask, Classificat
                             RescaleDecoder, SortingDecoder, Task, ThresholdDecoder, task_threshold)
 
 # %% auto #0
-__all__ = ['TaskGroup', 'fusion_groups']
+__all__ = ['TaskGroup', 'FusedLayout', 'fusion_layout', 'fusion_groups', 'Columns', 'TaskTensors']
 
 # %% ../nbs/03a_fusion.ipynb #44c7bdb0
 @patch
@@ -62,18 +66,6 @@ def _rows(fn: Callable, *tensors: torch.Tensor) -> torch.Tensor:
     out = fn(*(t.reshape(bs * n, *t.shape[2:]) for t in tensors))
     return out.reshape(bs, n, *out.shape[1:])
 
-def _columns_of(ts: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    "The `(bs, n, ...)` tensor whose columns `ts` are, in order (as `unbind(1)` gives them), else None."
-    if torch.compiler.is_compiling(): return None  # storage offsets aren't traced: the compiled graph stacks
-    base = ts[0]._base
-    if base is None or base.dim() < 2 or base.shape[1] != len(ts): return None
-    step, offset = base.stride(1), base.storage_offset()
-    shape, stride = base.shape[:1] + base.shape[2:], base.stride()[:1] + base.stride()[2:]
-    for j, t in enumerate(ts):
-        if t._base is not base or t.storage_offset() != offset + j * step or t.shape != shape or t.stride() != stride:
-            return None
-    return base
-
 @dataclass(frozen=True, eq=False)
 class TaskGroup:
     "Tasks that run as one: column `j` of each fused `(bs, n, ...)` tensor is task `paths[j]`."
@@ -94,21 +86,6 @@ class TaskGroup:
     def column(self, path: str) -> int:
         "The column of task `path` in this group's fused tensors."
         return self.paths.index(path)
-    def stack(self, per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        "`{path: (bs, ...)}` -> `(bs, n, ...)`, columns in `paths` order (no copy when they are the columns of one tensor)."
-        ts = [per_task[p] for p in self.paths]
-        base = _columns_of(ts)
-        return base if base is not None else torch.stack(ts, 1)
-    def split(self, fused: torch.Tensor) -> dict[str, torch.Tensor]:
-        "`(bs, n, ...)` -> `{path: (bs, ...)}`: views, no copy."
-        return dict(zip(self.paths, fused.unbind(1)))
-    def fused_from(self, outputs: Mapping, kind: str) -> torch.Tensor:
-        "`(bs, n, ...)` of `outputs[kind]`: the module's fused tensor while its columns are still the entries, else stacked."
-        per_task = outputs[kind]
-        hit = outputs.get('fused', {}).get(kind, {}).get(self.paths)
-        if hit is not None and all(per_task.get(p) is c for p, c in zip(self.paths, hit[1])): return hit[0]
-        return self.stack(per_task)
-
     def sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         "Per-sample losses `(bs, n)` of fused logits `(bs, n, *out_shape)` and targets `(bs, n, ...)`."
         return _rows(self.task.sample_losses, logits, target)
@@ -132,12 +109,166 @@ def decode(self: TaskGroup, activated: torch.Tensor) -> torch.Tensor:
         return _rows(self.task.decode, activated)
     return torch.stack([n.task.decode(a) for n, a in zip(self.nodes, activated.unbind(1))], 1)
 
-def fusion_groups(graph: FlowGraph,
-                  alone: Iterable[str] = (),  # task paths that must run alone (e.g. with a loss override)
-                  fuse: bool = True) -> tuple[TaskGroup, ...]:  # False: every task alone
-    "The flow's tasks in groups that run as one (same input, same `fusion_key`), in the order of their first task."
-    alone, groups = set(alone), {}
-    for node in graph.nodes:
-        key = node.task.fusion_key() if fuse and node.path not in alone else None
-        groups.setdefault((node.input_key, key) if key is not None else node.path, []).append(node)
-    return tuple(TaskGroup(tuple(nodes)) for nodes in groups.values())
+# %% ../nbs/03a_fusion.ipynb #2b827ffb
+@dataclass(frozen=True, eq=False)
+class FusedLayout:
+    "A flow's tasks in groups that run as one, in the order of each group's first task, and where each task sits."
+    graph: FlowGraph
+    groups: tuple  # of TaskGroup; every task of the graph in exactly one
+
+    @cached_property
+    def columns(self) -> Columns:
+        "The layout as plain task paths, what `TaskTensors` carries: each group's paths, and the flow's order."
+        return Columns.of(tuple(g.paths for g in self.groups), tuple(self.graph.paths))
+    def without(self, alone: Iterable[str]) -> FusedLayout:
+        "This layout with the tasks `alone` taken out of their groups, each to run on its own (a loss override)."
+        alone = frozenset(alone)
+        return self if not alone else fusion_layout(self.graph, any(g.fused for g in self.groups), alone)
+    def __repr__(self): return f"FusedLayout({[list(g.paths) for g in self.groups]})"
+
+def fusion_layout(graph: FlowGraph,
+                  fuse: bool = True,  # False: every task alone
+                  alone: Iterable[str] = ()) -> FusedLayout:  # task paths that must run alone (e.g. with a loss override)
+    "The one place that decides which tasks run as one (same input, same `fusion_key`); computed once per graph and setting."
+    alone = frozenset(alone)
+    cache = graph.__dict__.setdefault('_fusion_layouts', {})  # the graph is immutable: its layouts are too
+    key = (fuse, alone)
+    if key not in cache:
+        groups = {}
+        for node in graph.nodes:
+            k = node.task.fusion_key() if fuse and node.path not in alone else None
+            groups.setdefault((node.input_key, k) if k is not None else node.path, []).append(node)
+        cache[key] = FusedLayout(graph, tuple(TaskGroup(tuple(nodes)) for nodes in groups.values()))
+    return cache[key]
+
+def fusion_groups(graph: FlowGraph, alone: Iterable[str] = (), fuse: bool = True) -> tuple[TaskGroup, ...]:
+    "The groups of `fusion_layout(graph, fuse, alone)`, in the order of their first task."
+    return fusion_layout(graph, fuse, alone).groups
+
+# %% ../nbs/03a_fusion.ipynb #7dceebcd
+class Columns:
+    "Where each task's values sit: its group's block and column, as plain task paths (no task objects)."
+    _known = weakref.WeakValueDictionary()  # one instance per layout while any TaskTensors or layout holds it
+    def __init__(self, groups: tuple, order: tuple):
+        self.groups, self.order = groups, order  # (paths of each group), (every path, in flow order)
+        self.where = {p: (gi, j) for gi, paths in enumerate(groups) for j, p in enumerate(paths)}  # path -> (group, column)
+        self.index = {paths: gi for gi, paths in enumerate(groups)}  # a group's paths -> its index
+    @classmethod
+    def of(cls, groups: tuple, order: tuple) -> Columns:
+        found = cls._known.get((groups, order))
+        if found is None: found = cls._known[groups, order] = cls(groups, order)
+        return found
+    def __repr__(self): return f"Columns({[list(g) for g in self.groups]})"
+
+class TaskTensors(dict):
+    """`{task path: (bs, ...) tensor}`, as a dict, that also holds fused groups' `(bs, n, ...)` blocks: `t[path]` is a
+    task's column (a view, made on first read), `t.block(group)` its group's block (no copy when held)."""
+    __slots__ = ('_columns', '_blocks', '_given', '_views', '_keys')
+
+    def __init__(self, data=(),  # `{path: tensor}` or `(path, tensor)` pairs, each task on its own
+                 *, columns: Columns | None = None,  # with `blocks`: where the blocks' columns are
+                 blocks: Mapping[int, torch.Tensor] | None = None):  # group index -> `(bs, n, ...)`
+        super().__init__()  # the dict's own storage stays empty: every read goes through the methods below
+        self._given = dict(data)  # per-task tensors given (or replaced) one by one
+        self._columns, self._blocks = columns, dict(blocks) if blocks else {}
+        self._views, self._keys = {}, None  # columns read so far; the keys in order, made when first iterated
+
+    @classmethod
+    def of(cls, data: Mapping) -> TaskTensors:
+        "`data` if it is a `TaskTensors`, else its `{path: tensor}` as one (each task on its own)."
+        return data if isinstance(data, TaskTensors) else cls(data)
+    def _where(self, path):
+        w = self._columns.where.get(path) if self._columns is not None else None
+        return w if w is not None and w[0] in self._blocks else None
+
+    def __getitem__(self, path: str) -> torch.Tensor:
+        t = self._given.get(path)
+        if t is None: t = self._views.get(path)
+        if t is None:
+            w = self._where(path)
+            if w is None: raise KeyError(path)
+            t = self._views[path] = self._blocks[w[0]].select(1, w[1])  # (bs, ...): a view of the block
+        return t
+    def __contains__(self, path) -> bool: return path in self._given or self._where(path) is not None
+    def __iter__(self): return iter(self._key_list())
+    def __len__(self) -> int: return len(self._key_list())
+    def keys(self): return KeysView(self)
+    def _key_list(self) -> list[str]:
+        if self._keys is None:
+            held = [p for gi in self._blocks for p in self._columns.groups[gi]]
+            if not self._given and self._columns is not None and len(held) == len(self._columns.order):
+                self._keys = self._columns.order  # every task in a block: the flow's order
+            else:
+                present = set(held) | set(self._given)
+                order = self._columns.order if self._columns is not None else ()
+                self._keys = [p for p in order if p in present] + [p for p in self._given if p not in set(order)]
+        return self._keys
+    def values(self): return ValuesView(self)
+    def items(self): return ItemsView(self)
+    def get(self, path, default=None): return self[path] if path in self else default
+
+    def block(self, group) -> torch.Tensor:
+        "`(bs, n, ...)` of `group`'s tasks (a `TaskGroup` or their paths), column `j` task `j`: the block held, else stacked."
+        paths = group.paths if isinstance(group, TaskGroup) else tuple(group)
+        gi = self._columns.index.get(paths) if self._columns is not None else None
+        held = self._blocks.get(gi) if gi is not None else None
+        return held if held is not None else torch.stack([self[p] for p in paths], 1)
+
+    def __setitem__(self, path: str, value: torch.Tensor):
+        w = self._where(path)
+        if w is not None:  # its block no longer holds its values: the others keep theirs as columns, the block goes
+            block = self._blocks.pop(w[0])
+            for j, p in enumerate(self._columns.groups[w[0]]): self._given.setdefault(p, block.select(1, j))
+        self._views.pop(path, None)
+        self._given[path] = value
+        self._keys = None
+    def __delitem__(self, path: str):
+        self[path] = self[path]  # take it out of its block first
+        del self._given[path]
+        self._keys = None
+    update, pop, setdefault, popitem, clear = (MutableMapping.update, MutableMapping.pop, MutableMapping.setdefault,
+                                               MutableMapping.popitem, MutableMapping.clear)
+    def __eq__(self, other): return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+    def __ne__(self, other): return not self == other
+    def __or__(self, other): return TaskTensors({**dict(self.items()), **dict(other)})
+    __hash__ = None
+    def __repr__(self): return '{' + ', '.join(f'{p!r}: {t!r}' for p, t in self.items()) + '}'
+
+    def _map(self, fn) -> TaskTensors:
+        "The same layout with `fn` applied to every held tensor (blocks and per-task ones)."
+        return TaskTensors({p: fn(t) for p, t in self._given.items()}, columns=self._columns,
+                           blocks={gi: fn(b) for gi, b in self._blocks.items()})
+    def copy(self) -> TaskTensors: return self._map(lambda t: t)
+    def __reduce__(self): return (_rebuild, (self._columns.groups if self._columns else None,
+                                             self._columns.order if self._columns else None, self._blocks, self._given))
+    def __to_device__(self, device, non_blocking: bool = False) -> TaskTensors:
+        "Moved to `device` block by block (`dnn_cool.core.to_device` calls it): a fused group's values stay one tensor."
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+    def pin_memory(self) -> TaskTensors: return self._map(lambda t: t.pin_memory())  # what a DataLoader's pin_memory calls
+    def index(self, idx) -> TaskTensors:
+        "The samples `idx` of every task (the first dim): one gather per block."
+        return self._map(lambda t: t[idx])
+
+def _rebuild(groups, order, blocks, given) -> TaskTensors:
+    return TaskTensors(given, columns=Columns.of(groups, order) if groups is not None else None, blocks=blocks)
+
+def _flatten(t: TaskTensors):
+    "Its tensors for torch's pytree (DDP, torch.compile, torch.export), with the layout as plain paths."
+    groups = t._columns.groups if t._columns is not None else None
+    order = t._columns.order if t._columns is not None else None
+    return [*t._blocks.values(), *t._given.values()], (groups, order, tuple(t._blocks), tuple(t._given))
+
+def _unflatten(children, context) -> TaskTensors:
+    groups, order, block_keys, given_keys = context
+    n = len(block_keys)
+    return TaskTensors(zip(given_keys, children[n:]), columns=Columns.of(groups, order) if groups is not None else None,
+                       blocks=dict(zip(block_keys, children[:n])))
+
+def _dumpable(context) -> str: return json.dumps(context)
+def _undumped(text: str):
+    groups, order, block_keys, given_keys = json.loads(text)
+    return (tuple(map(tuple, groups)) if groups is not None else None, tuple(order) if order is not None else None,
+            tuple(block_keys), tuple(given_keys))
+
+pytree.register_pytree_node(TaskTensors, _flatten, _unflatten, serialized_type_name='dnn_cool.fusion.TaskTensors',
+                            to_dumpable_context=_dumpable, from_dumpable_context=_undumped)

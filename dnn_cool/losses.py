@@ -13,8 +13,8 @@ import torch.nn as nn
 
 from .distributed import is_distributed, world_size
 from .flow import FlowGraph, TaskFlow
-from .fusion import TaskGroup, fusion_groups
-from .tasks import PerDevice
+from .core import PerDevice
+from .fusion import TaskGroup, TaskTensors, fusion_layout
 
 # %% auto #0
 __all__ = ['LossBreakdown', 'FlowLoss', 'get_loss']
@@ -72,7 +72,8 @@ class FlowLoss(nn.Module):
             if unknown: raise KeyError(f"{name} name unknown tasks {sorted(unknown)}; tasks: {self.graph.paths}")
         self.weights = {p: float((weights or {}).get(p, 1.0)) for p in self.graph.paths}
         self.overrides = dict(overrides or {})
-        self.groups = fusion_groups(self.graph, alone=self.overrides, fuse=fuse)  # a task with an override runs alone
+        self.layout = fusion_layout(self.graph, fuse=fuse).without(self.overrides)  # a task with an override runs alone
+        self.groups = self.layout.groups
         self.order = [p for g in self.groups for p in g.paths]  # the order of every per-task vector
         self.normalize, self.weighting, self.global_counts = normalize, weighting, global_counts
         self.scales = {p: 1.0 for p in self.graph.paths}  # loss normalisers, set by `fit_scales` (dnn_cool.weighting)
@@ -117,9 +118,9 @@ def _task_terms(self: FlowLoss, node, logits, targets, precondition):
 def _group_terms(self: FlowLoss, group: TaskGroup, outputs, targets):
     "The same for a fused group, with a last task dim: `(n,)`, `(n,)`, `(bs, n)`, `(bs, n)`; None if shapes don't fit."
     try:
-        target, lo = group.stack(targets), group.fused_from(outputs, 'logits')  # (bs, n, ...), (bs, n, *out_shape)
+        target, lo = targets.block(group), outputs['logits'].block(group)  # (bs, n, ...), (bs, n, *out_shape): held, no copy
         if target.shape[0] != lo.shape[0]: return None
-        mask = group.fused_from(outputs, 'precondition') & group.available(target)  # (bs, n)
+        mask = outputs['precondition'].block(group) & group.available(target)  # (bs, n)
         losses = torch.where(mask, group.sample_losses(lo, target), 0.0).float()  # (bs, n)
     except torch.OutOfMemoryError: raise  # not a shape problem: task by task would only run out of memory again
     except (RuntimeError, ValueError): return None  # task by task instead, whose error names the task at fault
@@ -147,6 +148,8 @@ def _breakdown(self: FlowLoss, outputs, targets) -> LossBreakdown:
                        f"give the module batch['gt'] (FlowDataset batches carry it)")
     for p in self.graph.paths:
         if p not in targets: raise KeyError(f"targets lack task '{p}' (use NaN / -1 / -100 for missing labels)")
+    outputs = {**outputs, 'logits': TaskTensors.of(logits), 'precondition': TaskTensors.of(precondition)}  # a dict of yours too
+    targets = TaskTensors.of(targets)
     sums, counts, parts = [], [], []  # per group: (n,), (n,), (paths, (bs, n), (bs, n))
     for group in self.groups:
         fused = self._group_terms(group, outputs, targets) if group.fused else None

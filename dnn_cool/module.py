@@ -6,50 +6,22 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
-from torch.utils.weak import WeakIdKeyDictionary
 
+from .core import PerDevice
 from .flow import TaskFlow, precondition_masks
-from .fusion import TaskGroup, fusion_groups
-from .tasks import PerDevice, _LinearHead, _head_output
+from .fusion import TaskGroup, TaskTensors, fusion_layout
+from .tasks import _LinearHead, _head_output
 
 # %% auto #0
 __all__ = ['set_requires_grad', 'FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
 
 # %% ../nbs/04_module.ipynb #de13c10c
-_retired = WeakIdKeyDictionary()  # parameter a split replaced -> (task paths, the call that split it)
-_refusal = None  # the global optimizer step pre-hook, registered by the first split
-_generation = 0  # how many splits retired parameters: an optimizer checked since needs no second look
-
-def _retire(params, paths, why: str):
-    global _refusal, _generation
-    for q in params: _retired[q] = (list(paths), why)
-    _generation += 1
-    if _refusal is None: _refusal = register_optimizer_step_pre_hook(_refuse_retired)
-
-def _refuse_retired(optimizer, args, kwargs):
-    "Before any `optimizer.step()`: refuse to step an optimizer that still holds parameters a split replaced."
-    seen = (_generation, sum(len(g['params']) for g in optimizer.param_groups))  # a step checks once per split and
-    if optimizer.__dict__.get('_dnn_cool_checked') == seen: return               # per change of the parameter list
-    for group in optimizer.param_groups:
-        for q in group['params']:
-            hit = _retired.get(q)
-            if hit is None: continue
-            paths, why = hit
-            raise RuntimeError(
-                f"this {type(optimizer).__name__} holds the old fused parameters of tasks {paths}: `{why}` gave tasks of "
-                f"that fused group parameters of their own, so the optimizer would no longer train them. Build the "
-                f"optimizer after freeze() / param_groups() / head(path).requires_grad_(), or build the module with "
-                f"flow.torch(fuse=False), whose heads keep their own parameters from the start")
-    optimizer.__dict__['_dnn_cool_checked'] = seen
-
 def set_requires_grad(params: Iterable[torch.Tensor], trainable: bool):
     "Train `params` or not; freezing also drops a stale `.grad`, so momentum or weight decay can't move them either."
     for q in params:
@@ -58,81 +30,116 @@ def set_requires_grad(params: Iterable[torch.Tensor], trainable: bool):
 
 class FusedHeads(nn.Module):
     """The parameters of a fused group's linear heads, stored together: task `j`'s head is rows `j*k:(j+1)*k`
-    (`k = prod(out_shape)`) of one `(n*k, in)` weight and `(n*k,)` bias, so the group is one `F.linear`, and autograd
-    and the optimizer see two tensors instead of `2n`. Columns whose tasks need other settings (frozen, their own
-    learning rate) are split into *runs* of consecutive columns, each with its own weight and bias."""
+    (`k = prod(out_shape)`) of one `(n*k, in)` `weight` and `(n*k,)` `bias`, so the group is one `F.linear`, and autograd
+    and the optimizer see two tensors instead of `2n`. Those two parameters are never replaced (rule 1); a task with a
+    learning rate of its own reads its rows from a storage per rate (rule 5), a frozen task from a copy (rule 4)."""
     def __init__(self, heads: Sequence[_LinearHead], paths: Sequence[str]):
         super().__init__()
         first = heads[0]
         self.paths, self.in_features, self.out_shape = tuple(paths), first.in_features, first.out_shape
         self.k = math.prod(self.out_shape)
-        self.starts = [0]  # the first column of each run, ascending
         with torch.no_grad():
-            self._add_run(0, torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]),
-                          first.weight.requires_grad)
+            self.weight = nn.Parameter(torch.cat([h.weight for h in heads]), first.weight.requires_grad)
+            self.bias = nn.Parameter(torch.cat([h.bias for h in heads]), first.bias.requires_grad)
+        self.rate_columns: dict[Hashable, tuple[int, ...]] = {}  # a learning-rate key -> the columns its storage serves:
+        # parameters `rate<i>_weight` / `rate<i>_bias` of this module (not a child: the state dict stays per task)
+        self.frozen: set[int] = set()  # columns read from `frozen_weight` / `frozen_bias` (rule 4)
+        for name in ('frozen_weight', 'frozen_bias', 'frozen_rows'): self.register_buffer(name, None, persistent=False)
 
     def __len__(self): return len(self.paths)
-    def _add_run(self, start: int, weight: torch.Tensor, bias: torch.Tensor, requires_grad: bool):
-        self.register_parameter(f'weight_{start}', nn.Parameter(weight, requires_grad))  # named by their first column:
-        self.register_parameter(f'bias_{start}', nn.Parameter(bias, requires_grad))      # a split renames no other run
-    def run(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._parameters[f'weight_{start}'], self._parameters[f'bias_{start}']
-    def runs(self) -> list[tuple[int, int]]:
-        "`[(first column, end column), ...]` of each run."
-        return list(zip(self.starts, [*self.starts[1:], len(self)]))
+    def rows(self, columns: Iterable[int]) -> list[int]:
+        "The storage rows of `columns`, `k` per column."
+        return [r for j in columns for r in range(j * self.k, (j + 1) * self.k)]
 
-    def weight(self) -> torch.Tensor:
-        "`(n*k, in)`: the whole group's weight (one tensor while there is one run)."
-        ws = [self._parameters[f'weight_{s}'] for s in self.starts]
-        return ws[0] if len(ws) == 1 else torch.cat(ws)
-    def bias(self) -> torch.Tensor:
-        bs = [self._parameters[f'bias_{s}'] for s in self.starts]
-        return bs[0] if len(bs) == 1 else torch.cat(bs)
-    def locate(self, column: int) -> tuple[int, slice]:
-        "The first column of the run holding `column`, and `column`'s rows in that run's parameters."
-        start = self.starts[bisect_right(self.starts, column) - 1]
-        return start, slice((column - start) * self.k, (column - start + 1) * self.k)
+    def source(self, column: int) -> tuple[torch.Tensor, torch.Tensor, slice]:
+        "Where task `column`'s values are now: `(weight, bias, its rows in them)`: its frozen copy, its rate's storage, or the storage."
+        if column in self.frozen: return self.frozen_weight, self.frozen_bias, self._slice(column)
+        for i, (key, columns) in enumerate(self.rate_columns.items()):
+            if column in columns:
+                return self._parameters[f'rate{i}_weight'], self._parameters[f'rate{i}_bias'], self._slice(columns.index(column))
+        return self.weight, self.bias, self._slice(column)
+    def _slice(self, j): return slice(j * self.k, (j + 1) * self.k)
     def task(self, column: int) -> tuple[torch.Tensor, torch.Tensor]:
-        "Task `column`'s weight `(k, in)` and bias `(k,)`: views of its run's parameters (writes go through)."
-        start, rows = self.locate(column)
-        w, b = self.run(start)
+        "Task `column`'s weight `(k, in)` and bias `(k,)` as the forward reads them (tensors sharing their storage)."
+        w, b, rows = self.source(column)
         return w[rows], b[rows]
+    def trains(self, column: int) -> bool:
+        "Does task `column` learn (not frozen, and its storage requires grad)?"
+        return column not in self.frozen and self.source(column)[0].requires_grad
 
-    def split(self, cuts: Iterable[int], why: str) -> bool:
-        "Start a run at every column in `cuts` too: a run that is cut gets copies of its rows; its old parameters retire."
-        new = sorted(set(self.starts) | {c for c in cuts if 0 < c < len(self)})
-        if new == self.starts: return False
-        for start, end in self.runs():
-            inner = [c for c in new if start < c < end]
-            if not inner: continue
-            w, b = self._parameters.pop(f'weight_{start}'), self._parameters.pop(f'bias_{start}')
-            _retire((w, b), self.paths[start:end], why)
-            for a, z in zip([start, *inner], [*inner, end]):
-                rows = slice((a - start) * self.k, (z - start) * self.k)
-                self._add_run(a, w.detach()[rows].clone(), b.detach()[rows].clone(), w.requires_grad)
-        self.starts = new
-        order = [f'{kind}_{s}' for s in new for kind in ('weight', 'bias')]  # registration order = column order, so
-        self._parameters = {k: self._parameters[k] for k in order}          # parameters() lists runs left to right
-        return True
-
-    def split_by(self, setting: Callable[[int], Hashable], why: str):
-        "Split where `setting(column)` changes between neighbours: every run then holds one setting."
-        self.split([j for j in range(1, len(self)) if setting(j) != setting(j - 1)], why)
-
-    def set_trainable(self, columns: Iterable[int], trainable: bool, why: str):
-        "Freeze (or unfreeze) exactly `columns`, splitting runs where that changes a run's setting."
-        change = {j for j in columns if self.task(j)[0].requires_grad != trainable}
-        if not change: return
-        self.split_by(lambda j: j in change, why)
-        for start, end in self.runs():
-            if start in change: set_requires_grad(self.run(start), trainable)
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
+        "The `(n*k, in)` weight and `(n*k,)` bias the group runs with: the storage itself unless some rows are served elsewhere."
+        w, b = self.weight, self.bias
+        for i, columns in enumerate(self.rate_columns.values()):  # rows of a rate of their own (rule 5)
+            rows = self._buffers[f'rate_rows_{i}']
+            w, b = w.index_copy(0, rows, self._parameters[f'rate{i}_weight']), b.index_copy(0, rows, self._parameters[f'rate{i}_bias'])
+        if self.frozen:  # frozen rows from their copies: no gradient reaches whatever else holds them (rule 4)
+            w = torch.where(self.frozen_rows[:, None], self.frozen_weight, w)
+            b = torch.where(self.frozen_rows, self.frozen_bias, b)
+        return w, b
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "`(*lead, in)` -> `(*lead, n, *out_shape)`: every task of the group in one matrix product."
+        return F.linear(x, *self.effective()).unflatten(-1, (len(self), *self.out_shape))
 
     # the storage writes nothing to a state dict and reads nothing from one: each task's `FusedHead` does, under
-    # `heads.<task path>.`, so checkpoints keep per-task keys whether heads are fused, split into runs or not
+    # `heads.<task path>.`, so checkpoints keep per-task keys whether heads are fused or not
     def _save_to_state_dict(self, destination, prefix, keep_vars): pass
     def _load_from_state_dict(self, *args, **kwargs): pass
     def extra_repr(self):
-        return f"tasks={len(self)}, in_features={self.in_features}, out_shape={self.out_shape}, runs={len(self.starts)}"
+        return (f"tasks={len(self)}, in_features={self.in_features}, out_shape={self.out_shape}"
+                + (f", frozen={sorted(self.frozen)}" if self.frozen else '') + (f", rates={len(self.rate_columns)}" if self.rate_columns else ''))
+
+# %% ../nbs/04_module.ipynb #3da1f013
+@patch
+def set_trainable(self: FusedHeads, columns: Iterable[int], trainable: bool):
+    "Freeze (or unfreeze) exactly `columns` (rule 4): nothing else changes, and no parameter is replaced."
+    change = {j for j in columns if (j in self.frozen) == trainable}
+    if not change: return
+    with torch.no_grad():
+        if not trainable:
+            if self.frozen_weight is None:  # the copies, made on the first freeze
+                self.frozen_weight, self.frozen_bias = torch.zeros_like(self.weight), torch.zeros_like(self.bias)
+                self.frozen_rows = torch.zeros(len(self.bias), dtype=torch.bool, device=self.bias.device)
+            for j in sorted(change):
+                w, b = self.task(j)
+                rows = self._slice(j)
+                self.frozen_weight[rows], self.frozen_bias[rows] = w, b
+                self.frozen_rows[rows] = True
+            self.frozen |= change
+        else:
+            for j in sorted(change):
+                rows = self._slice(j)
+                values = self.frozen_weight[rows].clone(), self.frozen_bias[rows].clone()
+                self.frozen.discard(j)
+                self.frozen_rows[rows] = False
+                w, b, where = self.source(j)  # back into the storage that serves it
+                w[where], b[where] = values
+
+@patch
+def assign_rates(self: FusedHeads, rate: Callable[[int], Hashable | None], why: str) -> list[tuple[Hashable, list[nn.Parameter]]]:
+    "Give the columns whose `rate(column)` is not None a storage per rate (rule 5), once; `[(rate, parameters), ...]`."
+    wanted = {}
+    for j in range(len(self)):
+        key = rate(j)
+        if key is not None: wanted.setdefault(key, []).append(j)
+    wanted = {key: tuple(cols) for key, cols in wanted.items()}
+    if wanted != self.rate_columns:
+        if self.rate_columns:
+            raise RuntimeError(
+                f"the fused heads of tasks {list(self.paths)} were given learning rates of their own already "
+                f"({ {k: [self.paths[j] for j in c] for k, c in self.rate_columns.items()} }); `{why}` asks for others. An "
+                f"optimizer built from the first call would go on training tensors the heads no longer read: build the "
+                f"module again (flow.torch()) for other rates, or build it with flow.torch(fuse=False)")
+        with torch.no_grad():
+            for i, (key, cols) in enumerate(wanted.items()):
+                rows = torch.tensor(self.rows(cols), device=self.weight.device)
+                trainable = self.weight.requires_grad
+                self.register_parameter(f'rate{i}_weight', nn.Parameter(self.weight[rows].clone(), trainable))
+                self.register_parameter(f'rate{i}_bias', nn.Parameter(self.bias[rows].clone(), trainable))
+                self.register_buffer(f'rate_rows_{i}', rows, persistent=False)
+        self.rate_columns = wanted
+    return ([(None, [self.weight, self.bias])] +
+            [(key, [self._parameters[f'rate{i}_weight'], self._parameters[f'rate{i}_bias']]) for i, key in enumerate(self.rate_columns)])
 
 # %% ../nbs/04_module.ipynb #d21103ab
 def _task_forward(storage: FusedHeads, column: int, x: torch.Tensor) -> torch.Tensor:
@@ -140,9 +147,8 @@ def _task_forward(storage: FusedHeads, column: int, x: torch.Tensor) -> torch.Te
     return _head_output(F.linear(x, *storage.task(column)), storage.out_shape)  # (bs, ..., k) -> (bs, ..., *out_shape)
 
 class FusedHead(nn.Module):
-    """`model.head(path)` of a task whose parameters live in a `FusedHeads`: `weight` `(k, in)` and `bias` `(k,)` are
-    views of its rows (in-place writes go through; `.grad` is its rows of the gradient), calling it runs the task
-    alone, and `requires_grad_` freezes just this task. It registers no parameter: `parameters()` is empty."""
+    """`model.head(path)` of a task whose parameters live in a `FusedHeads` (rules 2, 3 and 6): `weight` `(k, in)` and
+    `bias` `(k,)` share the task's rows, calling it runs the task alone, `requires_grad_` freezes just this task."""
     def __init__(self, storage: FusedHeads, column: int):
         super().__init__()
         self.__dict__['storage'] = storage  # a reference, not a child: its parameters are named once, in `fused_heads`
@@ -151,28 +157,33 @@ class FusedHead(nn.Module):
 
     @property
     def path(self) -> str: return self.storage.paths[self.column]
-    def _views(self) -> list[torch.Tensor]:
-        start, rows = self.storage.locate(self.column)
-        out = []
-        for run in self.storage.run(start):
-            v = run[rows]
-            if v.requires_grad: v.retain_grad()  # `.grad` reads None without a warning before a gradient exists
-            if run.grad is not None: v.grad = run.grad[rows]  # its rows of the run's gradient
-            out.append(v)
-        return out
+    def _view(self, i: int) -> torch.Tensor:
+        "The task's rows of weight (`i=0`) or bias (`i=1`): a tensor sharing them, with their gradient as it is now."
+        source, rows = self.storage.source(self.column)[i], self.storage.source(self.column)[2]
+        view = source.detach()[rows].requires_grad_(self.storage.trains(self.column))
+        if source.grad is not None and self.storage.trains(self.column): view.grad = source.grad[rows]
+        return view
     @property
-    def weight(self) -> torch.Tensor: return self._views()[0]
+    def weight(self) -> torch.Tensor: return self._view(0)
     @property
-    def bias(self) -> torch.Tensor: return self._views()[1]
+    def bias(self) -> torch.Tensor: return self._view(1)
 
     def forward(self, x): return _task_forward(self.storage, self.column, x)
-
     def requires_grad_(self, requires_grad: bool = True):
-        self.storage.set_trainable([self.column], requires_grad, f"head('{self.path}').requires_grad_({requires_grad})")
+        self.storage.set_trainable([self.column], requires_grad)
         return self
+    def parameters(self, recurse: bool = True):
+        "None of its own (`recurse=False`, what tools walking every module ask); asked for its head's, a refusal that says what to use."
+        if not recurse: return iter(())
+        raise TypeError(
+            f"task '{self.path}' is fused with {len(self.storage) - 1} sibling tasks: its weight and bias are rows of "
+            f"the group's tensors (model.fused_heads), which model.parameters() gives. For a learning rate of its own use "
+            f"FlowNet.param_groups(lr, task_lr={{'{self.path}': ...}}); to stop training it, freeze(tasks=['{self.path}']) or "
+            f"model.head('{self.path}').requires_grad_(False); for heads with parameters of their own, build the module "
+            f"with flow.torch(fuse=False)")
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # keep_vars: the views with `.grad`, as a Parameter has
-        for name, v in zip(('weight', 'bias'), self._views() if keep_vars else self.storage.task(self.column)):
+        for name, v in zip(('weight', 'bias'), (self.weight, self.bias) if keep_vars else self.storage.task(self.column)):
             destination[prefix + name] = v if keep_vars else v.detach()
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         for name, v in zip(('weight', 'bias'), self.storage.task(self.column)):
@@ -194,6 +205,13 @@ class FusedHead(nn.Module):
 # %% ../nbs/04_module.ipynb #5f0b7dff
 def _module_key(path: str) -> str: return path.replace('.', '-')  # ModuleDict keys can't hold dots; names never hold '-'
 
+class _Heads(nn.ModuleDict):
+    "The heads by module key; counts replacements, so the forward knows when a fused group must run task by task."
+    version = 0
+    def __setitem__(self, key: str, module: nn.Module):
+        super().__setitem__(key, module)
+        self.version += 1
+
 class FlowModule(nn.Module):
     "A plain `nn.Module` running every task head of a flow and computing precondition masks."
     def __init__(self, flow: TaskFlow,
@@ -209,15 +227,22 @@ class FlowModule(nn.Module):
             except ValueError as e:
                 raise ValueError(f"task '{node.path}' reads x.{node.input_key}, whose size is unknown: pass an example "
                                  f"batch or in_features={{'{node.input_key}': ...}} to flow.torch()") from e
-        self.heads = nn.ModuleDict(heads)
-        self.groups = _head_groups(self, fusion_groups(self.graph, fuse=fuse))
+        self.layout = fusion_layout(self.graph, fuse=fuse)  # which tasks run as one: dnn_cool.fusion decides, once
+        for g in self.layout.groups:
+            hs = [heads[_module_key(p)] for p in g.paths]
+            if g.fused and not all(type(h) is _LinearHead and (h.in_features, h.out_shape) == (hs[0].in_features, hs[0].out_shape) for h in hs):
+                raise TypeError(f"tasks {list(g.paths)} share a fusion key but not a linear head of one size: their "
+                                f"fusion_key() promises what their heads don't keep")
+        self.groups = self.layout.groups
         self._head_keys = tuple(tuple(_module_key(p) for p in g.paths) for g in self.groups)  # per group, read every step
         self.fused_heads = nn.ModuleList(FusedHeads([heads[k] for k in keys], g.paths)
                                          for g, keys in zip(self.groups, self._head_keys) if g.fused)
         storage = iter(range(len(self.fused_heads)))
         self._storage_keys = tuple(str(next(storage)) if g.fused else None for g in self.groups)  # into `fused_heads`
         for s in self.fused_heads:  # the heads become views of the storage (the same initial values)
-            for j, p in enumerate(s.paths): self.heads[_module_key(p)] = FusedHead(s, j)
+            for j, p in enumerate(s.paths): heads[_module_key(p)] = FusedHead(s, j)
+        self.heads = _Heads(heads)
+        self._intact = (-1, ())  # (heads.version, per group: all its heads are still its storage's views)
         self._mask_classes = tuple(_mask_classes(g) for g in self.groups)  # how each fused group's (bs, n) mask is built
         self.register_state_dict_post_hook(_dotted_keys)
         self.register_load_state_dict_pre_hook(_module_keys)
@@ -226,22 +251,21 @@ class FlowModule(nn.Module):
         "The head of task `path`."
         return self.heads[_module_key(path)]
 
-    def set_trainable(self, paths: Iterable[str], trainable: bool, why: str = 'set_trainable'):
-        "Freeze (or unfreeze) the heads of exactly the tasks `paths` (fused storage is split where needed, rule 3)."
+    def set_trainable(self, paths: Iterable[str], trainable: bool):
+        "Freeze (or unfreeze) the heads of exactly the tasks `paths` (inside a fused group, rule 4)."
         paths = set(paths)
-        for s in self.fused_heads: s.set_trainable([j for j, p in enumerate(s.paths) if p in paths], trainable, why)
+        for s in self.fused_heads: s.set_trainable([j for j, p in enumerate(s.paths) if p in paths], trainable)
         for p in paths:
             if type(self.head(p)) is not FusedHead: set_requires_grad(self.head(p).parameters(), trainable)
 
-    def head_parameters(self, setting: Callable[[str], Hashable] = lambda path: None,
+    def head_parameters(self, rate: Callable[[str], Hashable] = lambda path: None,
                         why: str = 'head_parameters') -> list[tuple[Hashable, list[nn.Parameter]]]:
-        "`[(setting, parameters), ...]` covering every head parameter once; fused storage is split where `setting(path)` changes."
-        for s in self.fused_heads: s.split_by(lambda j: setting(s.paths[j]), why)
+        "`[(rate, parameters), ...]` covering every head parameter once; a fused task with a `rate(path)` gets a storage of it (rule 5)."
         out = []
+        for s in self.fused_heads: out += s.assign_rates(lambda j: rate(s.paths[j]), why)
         for p in self.graph.paths:
             head = self.head(p)
-            if type(head) is not FusedHead: out.append((setting(p), list(head.parameters())))
-            elif head.storage.locate(head.column)[0] == head.column: out.append((setting(p), list(head.storage.run(head.column))))
+            if type(head) is not FusedHead: out.append((rate(p), list(head.parameters())))
         return out
 
     def extra_repr(self):
@@ -255,16 +279,6 @@ def _mask_classes(group: TaskGroup):
     firsts = tuple(next(n.path for n in group.nodes if n.conditions == c) for c in classes)
     member = None if len(classes) == 1 else PerDevice([[n.conditions == c for n in group.nodes] for c in classes], torch.bool)
     return firsts, member
-
-def _head_groups(module: FlowModule, groups) -> tuple[TaskGroup, ...]:
-    "Fusion groups whose heads really are default linear heads of one size; any other task alone."
-    out = []
-    for g in groups:
-        heads = [module.head(p) for p in g.paths]
-        same = all(type(h) is _LinearHead and h.in_features == heads[0].in_features and
-                   h.out_shape == heads[0].out_shape for h in heads)
-        out.extend([g] if same or not g.fused else [TaskGroup((n,)) for n in g.nodes])
-    return tuple(out)
 
 # %% ../nbs/04_module.ipynb #9a7d67e9
 def _dotted_keys(module: FlowModule, state_dict, prefix, local_metadata):
@@ -290,11 +304,13 @@ def _module_keys(module: FlowModule, state_dict, prefix, *args):
 
 # %% ../nbs/04_module.ipynb #cd98def7
 def _batch_size(batch, graph) -> tuple[int, torch.device]:
+    "The batch size all inputs agree on, and their device (compared one by one: sizes may be symbolic under torch.export)."
     missing = [k for k in graph.input_keys if k not in batch]
     if missing: raise KeyError(f"flow '{graph.name}': batch lacks inputs {missing}; it has {sorted(k for k in batch if k != 'gt')}")
-    sizes = {k: batch[k].shape[0] for k in graph.input_keys}
-    if len(set(sizes.values())) != 1: raise ValueError(f"flow '{graph.name}': inputs disagree on the batch size: {sizes}")
     first = batch[graph.input_keys[0]]
+    if any(batch[k].shape[0] != first.shape[0] for k in graph.input_keys[1:]):
+        sizes = {k: tuple(batch[k].shape)[0] for k in graph.input_keys}
+        raise ValueError(f"flow '{graph.name}': inputs disagree on the batch size: {sizes}")
     return first.shape[0], first.device
 
 def _gt_values(gt, graph) -> dict:
@@ -313,81 +329,86 @@ def _check_features(node, x, head):
                          f"its head expects {expected} features in the last dim")
 
 @patch
-def _run_heads(self: FlowModule, batch) -> tuple[dict, dict]:
-    "`({path: logits}, {group paths: (fused logits (bs, n, *out_shape), columns)})`: one matrix product per fused group."
-    logits, fused = {}, {}
-    modules = self.heads._modules  # read directly: ModuleDict's item lookup costs a few microseconds per task and step
-    storages = self.fused_heads._modules  # this module's own: a DataParallel replica holds replicas of them
-    for group, keys, skey in zip(self.groups, self._head_keys, self._storage_keys):
-        x = batch[group.input_key]
-        heads = [modules[k] for k in keys]
-        if skey is None or any(type(h) is not FusedHead for h in heads):  # alone (or a head replaced since)
-            for node, head in zip(group.nodes, heads):
-                _check_features(node, x, head)
-                if type(head) is FusedHead: logits[node.path] = _task_forward(storages[skey], head.column, x)
-                else: logits[node.path] = head(x)  # (bs, *out_shape)
-            continue
-        storage = storages[skey]
-        _check_features(group.nodes[0], x, storage)
-        y = F.linear(x, storage.weight(), storage.bias())  # (*lead, n * prod(out_shape)): one product for the group
-        y = y.unflatten(-1, (len(heads), *storage.out_shape))  # (*lead, n, *out_shape)
-        task_dim = x.ndim - 1  # 1, unless the input has more leading dims (tokens: (bs, T, H))
-        columns = y.unbind(task_dim)
-        logits.update(zip(group.paths, columns))
-        fused[group.paths] = y.movedim(task_dim, 1), columns  # (bs, n, ...): the layout the loss and metrics use
-    return {p: logits[p] for p in self.graph.paths}, fused
+def _intact_groups(self: FlowModule) -> tuple[bool, ...]:
+    "Per group: are all its heads still its storage's views? (checked again only after a head was replaced)"
+    version, intact = self._intact
+    if version != self.heads.version:
+        modules = self.heads._modules
+        intact = tuple(skey is not None and all(type(modules[k]) is FusedHead for k in keys)
+                       for keys, skey in zip(self._head_keys, self._storage_keys))
+        self._intact = self.heads.version, intact
+    return intact
 
 @patch
-def _fused_masks(self: FlowModule, masks: Mapping[str, torch.Tensor]) -> dict:
-    "`{group paths: ((bs, n) bool, columns)}`: each fused group's masks as one tensor, from its few distinct masks."
-    out = {}
-    for group, classes in zip(self.groups, self._mask_classes):
-        if classes is None: continue
+def _run_heads(self: FlowModule, batch) -> TaskTensors:
+    "Every head's logits: one matrix product per fused group, its `(bs, n, *out_shape)` block held as it is."
+    blocks, alone = {}, {}
+    modules = self.heads._modules  # read directly: ModuleDict's item lookup costs a few microseconds per task and step
+    storages = self.fused_heads._modules  # this module's own: a DataParallel replica holds replicas of them
+    for gi, (group, keys, skey, intact) in enumerate(zip(self.groups, self._head_keys, self._storage_keys, self._intact_groups())):
+        x = batch[group.input_key]
+        if intact:
+            storage = storages[skey]
+            _check_features(group.nodes[0], x, storage)
+            blocks[gi] = storage(x).movedim(x.ndim - 1, 1)  # (*lead, n, ...) -> (bs, n, ...): tokens (bs, T, H) too
+            continue
+        for node, key in zip(group.nodes, keys):  # alone, or a group one of whose heads was replaced
+            head = modules[key]
+            _check_features(node, x, head)
+            alone[node.path] = _task_forward(storages[skey], head.column, x) if type(head) is FusedHead else head(x)
+    return TaskTensors(alone, columns=self.layout.columns, blocks=blocks)
+
+@patch
+def _masks(self: FlowModule, masks: Mapping[str, torch.Tensor]) -> TaskTensors:
+    "Per-task masks `(bs,)` laid out as the logits: each fused group's `(bs, n)` block built from its few distinct masks."
+    blocks, alone = {}, {}
+    for gi, (group, classes) in enumerate(zip(self.groups, self._mask_classes)):
+        if classes is None:
+            alone[group.paths[0]] = masks[group.paths[0]]
+            continue
         firsts, member = classes
         first = masks[firsts[0]][:, None]  # (bs, 1)
-        if member is None: fused = first.expand(-1, len(group))  # one mask for all: a view, no copy
+        if member is None: blocks[gi] = first.expand(-1, len(group))  # one mask for all: a view, no copy
         else:
             on = member.on(first.device)  # (m, n): column j belongs to class c
             fused = first & on[0]
-            for c in range(1, len(firsts)): fused = fused | (masks[firsts[c]][:, None] & on[c])  # (bs, n)
-        out[group.paths] = fused, tuple(masks[p] for p in group.paths)
-    return out
+            for c in range(1, len(firsts)): fused = fused | (masks[firsts[c]][:, None] & on[c])
+            blocks[gi] = fused  # (bs, n)
+    return TaskTensors(alone, columns=self.layout.columns, blocks=blocks)
 
 @patch
-def forward(self: FlowModule, batch: Mapping) -> dict[str, dict[str, torch.Tensor]]:
+def _decode(self: FlowModule, logits: TaskTensors) -> tuple[TaskTensors, TaskTensors]:
+    "Activated and decoded outputs, group by group: one activation and one decoding per fused block."
+    act_blocks, dec_blocks, act, dec = {}, {}, {}, {}
+    for gi, (group, intact) in enumerate(zip(self.groups, self._intact_groups())):
+        if intact:  # the block is held: no copy
+            act_blocks[gi] = a = group.activate(logits.block(group))
+            dec_blocks[gi] = group.decode(a)
+            continue
+        for node in group.nodes:
+            act[node.path] = a = node.task.activate(logits[node.path])
+            dec[node.path] = node.task.decode(a)
+    columns = self.layout.columns
+    return TaskTensors(act, columns=columns, blocks=act_blocks), TaskTensors(dec, columns=columns, blocks=dec_blocks)
+
+@patch
+def forward(self: FlowModule, batch: Mapping) -> dict[str, TaskTensors]:
     "Run every head; precondition masks from `batch['gt']`; in eval mode also decoded outputs and predicted preconditions."
     graph = self.graph
     bs, device = _batch_size(batch, graph)
-    logits, fused = self._run_heads(batch)
-    out = {'logits': logits, 'fused': {'logits': fused}}
+    out = {'logits': self._run_heads(batch)}
     gt = batch.get('gt')
-    if gt is not None: out['precondition'] = precondition_masks(graph, _gt_values(gt, graph), gt.get('available'), bs, device)
-    elif not graph.precondition_paths: out['precondition'] = precondition_masks(graph, {}, None, bs, device)  # all true
+    if gt is not None: masks = precondition_masks(graph, _gt_values(gt, graph), gt.get('available'), bs, device)
+    elif not graph.precondition_paths: masks = precondition_masks(graph, {}, None, bs, device)  # all true
     elif self.training:
         raise ValueError(f"flow '{graph.name}' in training mode needs batch['gt'] with the ground truth of "
                          f"{graph.precondition_paths}: build batches with FlowDataset, or call model.eval()")
-    if 'precondition' in out: out['fused']['precondition'] = self._fused_masks(out['precondition'])
+    else: masks = None
+    if masks is not None: out['precondition'] = self._masks(masks)
     if not self.training:
-        activated, decoded = {}, {}
-        for kind in ('activated', 'decoded'): out['fused'][kind] = {}
-        for group in self.groups:
-            if group.paths in fused:  # one activation and one decoding for the group
-                act = group.activate(fused[group.paths][0])
-                dec = group.decode(act)
-                for kind, d, f in (('activated', activated, act), ('decoded', decoded, dec)):
-                    columns = f.unbind(1)
-                    d.update(zip(group.paths, columns))
-                    out['fused'][kind][group.paths] = f, columns
-            else:
-                for node in group.nodes:
-                    p = node.path
-                    activated[p] = node.task.activate(logits[p])
-                    decoded[p] = node.task.decode(activated[p])
-        activated, decoded = ({p: d[p] for p in graph.paths} for d in (activated, decoded))
-        truth = {p: graph[p].task.decoded_truth(decoded[p]) for p in graph.precondition_paths}
-        predicted = precondition_masks(graph, truth, None, bs, device)
-        out.update(activated=activated, decoded=decoded, predicted_precondition=predicted)
-        out['fused']['predicted_precondition'] = self._fused_masks(predicted)
+        out['activated'], out['decoded'] = self._decode(out['logits'])
+        truth = {p: graph[p].task.decoded_truth(out['decoded'][p]) for p in graph.precondition_paths}
+        out['predicted_precondition'] = self._masks(precondition_masks(graph, truth, None, bs, device))
     return out
 
 # %% ../nbs/04_module.ipynb #c34b8e1d

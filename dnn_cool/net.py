@@ -59,7 +59,7 @@ def param_groups(self: FlowNet, lr: float,  # learning rate of the heads without
         seen.update(id(q) for q in fresh)
         if fresh: groups.setdefault(name, {'name': name, 'params': [], 'lr': lr_})['params'].extend(fresh)
     if self.backbone is not None: add('backbone', lr if backbone_lr is None else backbone_lr, self.backbone.parameters())
-    why = f"param_groups(task_lr={dict(task_lr or {})})"  # fused heads split where the learning rate changes
+    why = f"param_groups(task_lr={dict(task_lr or {})})"  # fused tasks with a rate of their own get its storage
     for key, params in self.flow_module.head_parameters(chosen.get, why):
         add('heads' if key is None else key, lr if key is None else float(task_lr[key]), params)
     add('heads', lr, self.parameters())  # anything else a subclass added
@@ -72,8 +72,7 @@ def _set_trainable(net: FlowNet, trainable: bool, backbone: bool, tasks: Iterabl
     if backbone:
         if net.backbone is None: raise ValueError("this FlowNet has no backbone")
         set_requires_grad(net.backbone.parameters(), trainable)
-    why = f"{'unfreeze' if trainable else 'freeze'}(tasks={keys})"
-    net.flow_module.set_trainable(paths, trainable, why)  # exactly these heads, also inside a fused group
+    net.flow_module.set_trainable(paths, trainable)  # exactly these heads, also inside a fused group
 
 @patch
 def freeze(self: FlowNet, backbone: bool = False,  # freeze the backbone
