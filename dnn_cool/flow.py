@@ -142,7 +142,10 @@ class FlowGraph:
     subflows: Mapping[str, SubFlow]  # flow path -> SubFlow, '' the root, in definition order
 
     # read at every step by the module, the loss and the metrics: computed once (the graph is frozen; cached_property
-    # writes past the frozen dataclass). Callers get the same list each time and must not change it.
+    # writes past the frozen dataclass). Callers get the same list each time and must not change it. They are computed
+    # when the graph is made: on Python < 3.12 a cached_property computes under a lock that torch.compile can't trace.
+    def __post_init__(self):
+        for name in ('paths', 'input_keys', 'flows', 'condition_classes', 'precondition_paths', '_by_path'): getattr(self, name)
     @cached_property
     def paths(self) -> list[str]: return [n.path for n in self.nodes]
     @cached_property
@@ -403,11 +406,12 @@ def precondition_masks(graph: FlowGraph,
             raise KeyError(f"flow '{graph.name}': the ground truth of precondition '{path}' is missing from the batch "
                            f"(batch['gt']['value'] needs {graph.precondition_paths}, and has {sorted(truth)}: was the "
                            f"batch built by a FlowDataset of another flow?)")
-        v, k = truth[path], masks[path] if known is None else masks[path] & known[path]
-        for what, t in (('value', v), ('available', None if known is None else known[path])):
+        v, given = truth[path], None if known is None else known[path]
+        for what, t in (('value', v), ('available', given)):  # checked before they meet the masks (a bare broadcast error)
             if t is not None and tuple(t.shape) != (batch_size,):
                 raise ValueError(f"flow '{graph.name}': batch['gt']['{what}']['{path}'] has shape {tuple(t.shape)}; "
-                                 f"expected ({batch_size},), one per sample of the batch")
+                                 f"expected ({batch_size},), one per sample of the batch: a gt of another batch than the inputs?")
+        k = masks[path] if given is None else masks[path] & given
         leaves[path] = k & v, k & ~v  # (bs,), (bs,)
         return leaves[path]
     def holds(conditions):

@@ -74,6 +74,7 @@ class TaskGroup:
 
     @cached_property  # read for every group at every step: computed once (cached_property writes past the frozen dataclass)
     def paths(self) -> tuple[str, ...]: return tuple(n.path for n in self.nodes)
+    def __post_init__(self): self.paths  # now, not first under torch.compile (a cached_property's lock isn't traceable)
     @property
     def input_key(self) -> str: return self.nodes[0].input_key
     @property
@@ -102,10 +103,13 @@ def decode(self: TaskGroup, activated: torch.Tensor) -> torch.Tensor:
     decoders = [getattr(n.task, 'decoder', None) for n in self.nodes]
     if all(type(d) is ThresholdDecoder for d in decoders):
         values = tuple(_frozen(task_threshold(n.task)) for n in self.nodes)  # floats, or tuples per label
-        if self._cache.get('key') != values: self._cache.update(key=values, thresholds=PerDevice(values))
+        if self._cache.get('key') != values:
+            thresholds = PerDevice(values)
+            if torch.compiler.is_compiling(): return activated >= thresholds.on(activated.device, activated.dtype)  # kept by the trace
+            self._cache.update(key=values, thresholds=thresholds)
         return activated >= self._cache['thresholds'].on(activated.device, activated.dtype)  # (bs, n, ...) bool
     uniform = type(decoders[0]) in (IdentityDecoder, RescaleDecoder, SortingDecoder)
-    if uniform and all(type(d) is type(decoders[0]) and repr(d) == repr(decoders[0]) for d in decoders):
+    if uniform and all(type(d) is type(decoders[0]) and vars(d) == vars(decoders[0]) for d in decoders):  # vars: traceable
         return _rows(self.task.decode, activated)
     return torch.stack([n.task.decode(a) for n, a in zip(self.nodes, activated.unbind(1))], 1)
 

@@ -15,6 +15,7 @@ from .distributed import is_distributed, world_size
 from .flow import FlowGraph, TaskFlow
 from .core import PerDevice
 from .fusion import TaskGroup, TaskTensors, fusion_layout
+from .tasks import ClassificationTask
 
 # %% auto #0
 __all__ = ['LossBreakdown', 'FlowLoss', 'get_loss']
@@ -104,13 +105,33 @@ def _task_losses(node, logits, target, override) -> torch.Tensor:
         if override is None: return node.task.sample_losses(logits, target)
         return override(logits, node.task.fill_missing(target))
     except (RuntimeError, ValueError) as e:
+        problem = _target_problem(node, logits, target)
+        if problem is not None: raise ValueError(problem) from e
         raise ValueError(f"task '{node.path}': loss failed for logits {tuple(logits.shape)} and target "
                          f"{tuple(target.shape)} ({target.dtype}): {e}") from e
+
+def _target_problem(node, logits: torch.Tensor, target: torch.Tensor) -> str | None:
+    "What is wrong with a task's `target` for its `logits`, in words (the error path: None when it is not the target)."
+    where = f"task '{node.path}'"
+    if target.shape[0] != logits.shape[0]:
+        return (f"{where}: its targets hold {target.shape[0]} samples and the outputs {logits.shape[0]} (targets "
+                f"{tuple(target.shape)}, logits {tuple(logits.shape)}): targets of another batch than the inputs?")
+    if target.device != logits.device:
+        return (f"{where}: its targets are on {target.device}, the outputs on {logits.device}: move the batch with "
+                f"dnn_cool.to_device(batch, device) (the Trainer does it for you)")
+    if isinstance(node.task, ClassificationTask) and target.ndim == logits.ndim and target.shape[-1] == logits.shape[-1]:
+        return (f"{where} takes class indices, one per sample {tuple(target.shape[:-1])} (-1 for a missing label), got "
+                f"a one-hot target {tuple(target.shape)}: pass target.argmax(-1), or let FlowDataset encode the labels")
+    return None
 
 def _task_terms(self: FlowLoss, node, logits, targets, precondition):
     "`(sum, count, per_sample, mask)` of one task, shaped as a group of one: `(1,)`, `(1,)`, `(bs, 1)`, `(bs, 1)`."
     p, target = node.path, targets[node.path]
-    mask = precondition[p] & node.task.available(target)  # (bs,) bool
+    try: mask = precondition[p] & node.task.available(target)  # (bs,) bool
+    except RuntimeError as e:
+        problem = _target_problem(node, logits[p], target)
+        if problem is None: raise
+        raise ValueError(problem) from e
     losses = torch.where(mask, _task_losses(node, logits[p], target, self.overrides.get(p)), 0.0).float()  # (bs,)
     count = mask.sum().float()  # float32 even under bf16 autocast: bf16 can't count past 256 exactly
     return losses.sum()[None], count[None], losses[:, None], mask[:, None]

@@ -228,6 +228,7 @@ class FlowModule(nn.Module):
                 raise ValueError(f"task '{node.path}' reads x.{node.input_key}, whose size is unknown: pass an example "
                                  f"batch or in_features={{'{node.input_key}': ...}} to flow.torch()") from e
         self.layout = fusion_layout(self.graph, fuse=fuse)  # which tasks run as one: dnn_cool.fusion decides, once
+        self.layout.columns  # computed now, not first under torch.compile (a cached_property's lock isn't traceable)
         for g in self.layout.groups:
             hs = [heads[_module_key(p)] for p in g.paths]
             if g.fused and not all(type(h) is _LinearHead and (h.in_features, h.out_shape) == (hs[0].in_features, hs[0].out_shape) for h in hs):
@@ -391,9 +392,33 @@ def _decode(self: FlowModule, logits: TaskTensors) -> tuple[TaskTensors, TaskTen
     columns = self.layout.columns
     return TaskTensors(act, columns=columns, blocks=act_blocks), TaskTensors(dec, columns=columns, blocks=dec_blocks)
 
+def _input_problem(model: nn.Module, batch: Mapping, keys: Sequence[str], name: str) -> str | None:
+    "What is wrong with the inputs `keys` of `batch` for `model`, in words (the error path: None when it is not them)."
+    first = next(model.parameters(), None)
+    if first is None: return None
+    for k in keys:
+        v = batch.get(k)
+        if not isinstance(v, torch.Tensor): continue
+        if v.device != first.device:
+            return (f"{name}: the model is on {first.device}, batch['{k}'] on {v.device}: move the batch with "
+                    f"dnn_cool.to_device(batch, {str(first.device)!r}), or the model with model.to(...) (the Trainer moves batches itself)")
+        if v.is_floating_point() and v.dtype != first.dtype:
+            return (f"{name}: batch['{k}'] is {v.dtype} and the model's weights are {first.dtype}: convert one to the other "
+                    f"(model.to({v.dtype}), or batch['{k}'].to({first.dtype}); FlowDataset(dtype=...) sets the inputs' dtype)")
+    return None
+
 @patch
 def forward(self: FlowModule, batch: Mapping) -> dict[str, TaskTensors]:
     "Run every head; precondition masks from `batch['gt']`; in eval mode also decoded outputs and predicted preconditions."
+    if torch.compiler.is_compiling(): return self._forward(batch)
+    try: return self._forward(batch)
+    except RuntimeError as e:  # checked on the error path only: a step pays nothing for it
+        problem = _input_problem(self, batch, self.graph.input_keys, f"flow '{self.graph.name}'")
+        if problem is None: raise
+        raise RuntimeError(problem) from e
+
+@patch
+def _forward(self: FlowModule, batch: Mapping) -> dict[str, TaskTensors]:
     graph = self.graph
     bs, device = _batch_size(batch, graph)
     out = {'logits': self._run_heads(batch)}

@@ -11,7 +11,9 @@ import torch.nn as nn
 from fastcore.basics import patch
 
 from .flow import FlowGraph, TaskFlow
-from .module import FlowModule, set_requires_grad
+import torch
+
+from .module import FlowModule, _input_problem, set_requires_grad
 
 # %% auto #0
 __all__ = ['FlowNet']
@@ -38,7 +40,11 @@ class FlowNet(nn.Module):
         if self.backbone is None: return self.flow_module(batch)
         if self.input_key not in batch:
             raise KeyError(f"FlowNet: the backbone reads batch['{self.input_key}']; the batch has {sorted(batch)}")
-        features = self.backbone(batch[self.input_key])
+        try: features = self.backbone(batch[self.input_key])
+        except RuntimeError as e:  # the error path: a model and a batch on different devices, or of different dtypes
+            problem = None if torch.compiler.is_compiling() else _input_problem(self, batch, [self.input_key], 'FlowNet')
+            if problem is None: raise
+            raise RuntimeError(problem) from e
         if not isinstance(features, Mapping): features = {self.output_key: features}
         return self.flow_module({**batch, **features})
 

@@ -23,7 +23,7 @@ from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, Classific
                       Checkpoint, MultilabelClassificationTask, Project, RegressionTask, Trainer, collect_predictions, evaluate,
                       explain_batch, predict)
 from dnn_cool.checkpoint import CheckpointError, load_checkpoint, load_flow, save_checkpoint
-from dnn_cool.core import seed_everything
+from dnn_cool.core import seed_everything, to_device
 from dnn_cool.data import MissingLabelsWarning
 from dnn_cool.decoder import FlowDecoder, ThresholdKeptWarning
 from dnn_cool.flow import FlowRedefinedWarning, decoder_thresholds, precondition_masks
@@ -197,6 +197,49 @@ def gt_of_the_wrong_batch_size():
     return Case(lambda: model.train()(bad), ["flow 'f'", "batch['gt']['value']['a']", "shape (1,)", "expected (3,)"],
                 [model, bad['features']])
 
+def gt_of_another_batch():
+    "The inputs of one batch (4 samples) and the `gt` of another (3)."
+    _, flow, _, _, ds, model = setup()
+    (x, _), (other, _) = ds[[0, 1, 2, 3]], ds[[4, 5, 6]]
+    return Case(lambda: model.train()({**x, 'gt': other['gt']}), ["flow 'f'", "batch['gt']['value']['a']", "shape (3,)",
+                                                                   "expected (4,)", "another batch"], [model], ValueError)
+
+def targets_of_another_batch():
+    _, flow, _, _, ds, model = setup()
+    (x, _), (_, y) = ds[[0, 1, 2, 3]], ds[[4, 5, 6]]
+    out = model.train()(x)
+    return Case(lambda: flow.get_loss()(out, y), ["task 'a'", "targets hold 3 samples and the outputs 4", "another batch"],
+                [model], ValueError)
+
+def a_one_hot_classification_target():
+    _, flow, _, _, ds, model = setup()
+    x, y = ds[[0, 1, 2, 3]]
+    onehot = {**y, 'k': torch.nn.functional.one_hot(y['k'].clamp_min(0), 3)}
+    out = model.train()(x)
+    return Case(lambda: flow.get_loss()(out, onehot), ["task 'k' takes class indices", "one-hot target (4, 3)", "argmax(-1)"],
+                [model], ValueError)
+
+def model_and_batch_on_different_devices():
+    _, flow, _, _, ds, model = setup()
+    x, _ = ds[[0, 1, 2, 3]]
+    model.to('meta')
+    return Case(lambda: model(x), ["flow 'f'", "the model is on meta", "batch['features'] on cpu", "dnn_cool.to_device"],
+                [x['features']], RuntimeError)
+
+def outputs_and_targets_on_different_devices():
+    _, flow, _, _, ds, model = setup()
+    x, y = ds[[0, 1, 2, 3]]
+    out = model.to('meta').train()(to_device(x, 'meta'))
+    return Case(lambda: flow.get_loss()(out, y), ["task 'a'", "targets are on cpu", "outputs on meta", "dnn_cool.to_device"],
+                [y['a']], ValueError)
+
+def a_float64_model_fed_float32_inputs():
+    _, flow, _, _, ds, model = setup()
+    x, _ = ds[[0, 1, 2, 3]]
+    model.double()
+    return Case(lambda: model(x), ["flow 'f'", "batch['features'] is torch.float32", "weights are torch.float64",
+                                   "model.to(torch.float32)"], [model], RuntimeError)
+
 def redefining_a_flow_others_hold():
     p = small_project()
     p.add_flow(lambda flow, x, out: (out.__iadd__(flow.f(x.features)), out)[1], name='outer')
@@ -332,20 +375,24 @@ def resuming_with_another_optimizer(tmp_path):
                 ds.loader(4), epochs=2, progress=False)
     return Case(lambda: t.fit(resume_from=last), [f"{last}", "optimizer state doesn't fit this optimizer"], [last], CheckpointError)
 
-def freezing_a_fused_task_after_building_the_optimizer():
+def a_fused_head_asked_for_its_parameters():
+    "An optimizer for one head of a fused group: its weight and bias are rows of the group's tensors."
     p = Project([BinaryClassificationTask(n) for n in 'abc'])
+    three = p.add_flow(lambda flow, x, out: [out.__iadd__(getattr(flow, n)(x.features)) for n in 'abc'][-1], name='three')
+    model = three.torch(in_features={'features': 5})  # a, b and c: one fused group, one weight
+    return Case(lambda: torch.optim.SGD(model.head('b').parameters(), lr=0.1),
+                ["task 'b' is fused with 2 sibling tasks", "model.parameters()", "param_groups(lr, task_lr={'b': ...})",
+                 "freeze(tasks=['b'])", "flow.torch(fuse=False)"], [model], TypeError)
 
-    @p.add_flow
-    def three(flow, x, out):
-        for n in 'abc': out += getattr(flow, n)(x.features)
-        return out
-    labels = pd.DataFrame({n: np.random.default_rng(i).random(8) > 0.5 for i, n in enumerate('abc')})
-    ds = FlowDataset(three, {'features': features()}, labels)
-    net = FlowNet(None, three.torch(in_features={'features': 5}))  # a, b and c: one fused group, one weight
-    t = Trainer(net, three.get_loss(), torch.optim.SGD(net.parameters(), lr=0.1), ds.loader(4), epochs=1, progress=False)
-    net.freeze(tasks=['b'])  # after the optimizer was built: the group now has three runs the optimizer doesn't hold
-    return Case(t.fit, ["SGD holds the old fused parameters of tasks ['a', 'b', 'c']", "`freeze(tasks=['b'])`",
-                        "Build the optimizer after freeze()", "flow.torch(fuse=False)"], [net], RuntimeError)
+def other_learning_rates_for_a_fused_group():
+    "param_groups with other rates after an optimizer was built from the first call's."
+    p = Project([BinaryClassificationTask(n) for n in 'abc'])
+    three = p.add_flow(lambda flow, x, out: [out.__iadd__(getattr(flow, n)(x.features)) for n in 'abc'][-1], name='three')
+    net = FlowNet(None, three.torch(in_features={'features': 5}))
+    torch.optim.SGD(net.param_groups(0.1, task_lr={'b': 0.01}), lr=0.1)
+    return Case(lambda: net.param_groups(0.1, task_lr={'c': 0.01}),
+                ["tasks ['a', 'b', 'c'] were given learning rates of their own already", "['b']",
+                 "param_groups(task_lr={'c': 0.01})", "build the module again"], [net], RuntimeError)
 
 
 
@@ -479,13 +526,15 @@ CASES = [bounded_label_outside_range, binary_threshold_above_one, binary_thresho
          text_in_a_regression_column, multilabel_row_of_wrong_length,
          project_passed_to_flowdataset, project_passed_to_the_trainer, project_passed_to_the_decoder,
          project_passed_to_evaluate, typo_in_a_project_name, typo_in_a_flow_function, gt_of_the_wrong_batch_size,
+         gt_of_another_batch, targets_of_another_batch, a_one_hot_classification_target,
+         model_and_batch_on_different_devices, outputs_and_targets_on_different_devices, a_float64_model_fed_float32_inputs,
          redefining_a_flow_others_hold,
          labels_as_a_numpy_array, duplicate_label_columns, an_empty_label_frame, nan_in_the_inputs, inf_in_the_inputs,
          text_columns_in_a_feature_frame, ragged_lists_of_features, inputs_and_labels_of_different_lengths,
          a_label_column_missing, a_task_without_a_single_label,
          a_run_that_diverges, inf_inputs_past_the_dataset, an_empty_train_loader, a_typo_in_on_nonfinite,
          a_task_that_never_counts_a_sample, monitoring_a_metric_that_does_not_exist, resuming_from_weights_only,
-         resuming_with_another_optimizer, freezing_a_fused_task_after_building_the_optimizer,
+         resuming_with_another_optimizer, a_fused_head_asked_for_its_parameters, other_learning_rates_for_a_fused_group,
          a_truncated_checkpoint, a_file_that_is_not_a_checkpoint, a_checkpoint_holding_pickled_objects,
          a_corrupt_thresholds_file_next_to_a_0_5_0_checkpoint, tuned_thresholds_naming_a_task_the_checkpoint_lacks,
          a_checkpoint_of_another_flow,
