@@ -125,8 +125,9 @@ def decode(self: TaskGroup, activated: torch.Tensor) -> torch.Tensor:
     decoders = [getattr(n.task, 'decoder', None) for n in self.nodes]
     if all(type(d) is ThresholdDecoder for d in decoders):
         values = tuple(_frozen(task_threshold(n.task)) for n in self.nodes)  # floats, or tuples per label
-        if self._cache.get('key') != values: self._cache.update(key=values, thresholds=PerDevice(values))
-        return activated >= self._cache['thresholds'].on(activated.device, activated.dtype)  # (bs, n, ...) bool
+        thresholds = self._cache['thresholds'] if self._cache.get('key') == values else PerDevice(values)
+        if not torch.compiler.is_compiling(): self._cache.update(key=values, thresholds=thresholds)  # not a traced tensor
+        return activated >= thresholds.on(activated.device, activated.dtype)  # (bs, n, ...) bool
     uniform = type(decoders[0]) in (IdentityDecoder, RescaleDecoder, SortingDecoder)
     if uniform and all(type(d) is type(decoders[0]) and repr(d) == repr(decoders[0]) for d in decoders):
         return _rows(self.task.decode, activated)

@@ -293,8 +293,9 @@ def _batch_size(batch, graph) -> tuple[int, torch.device]:
     missing = [k for k in graph.input_keys if k not in batch]
     if missing: raise KeyError(f"flow '{graph.name}': batch lacks inputs {missing}; it has {sorted(k for k in batch if k != 'gt')}")
     sizes = {k: batch[k].shape[0] for k in graph.input_keys}
-    if len(set(sizes.values())) != 1: raise ValueError(f"flow '{graph.name}': inputs disagree on the batch size: {sizes}")
     first = batch[graph.input_keys[0]]
+    if any(s != first.shape[0] for s in sizes.values()):  # compared, not put in a set: a traced size can't be hashed
+        raise ValueError(f"flow '{graph.name}': inputs disagree on the batch size: {sizes}")
     return first.shape[0], first.device
 
 def _gt_values(gt, graph) -> dict:

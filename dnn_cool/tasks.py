@@ -42,8 +42,10 @@ class PerDevice:
         self.values, self._copies = torch.as_tensor(values, dtype=dtype), {}
     def on(self, device, dtype=None) -> torch.Tensor:
         key = (torch.device(device), dtype)
-        if key not in self._copies: self._copies[key] = self.values.to(device=device, dtype=dtype or self.values.dtype)
-        return self._copies[key]
+        if key in self._copies: return self._copies[key]
+        copy = self.values.to(device=device, dtype=dtype or self.values.dtype)
+        if not torch.compiler.is_compiling(): self._copies[key] = copy  # a copy made while tracing is the tracer's own
+        return copy
     def __repr__(self): return f'PerDevice({self.values.tolist()})'
 
 class ThresholdDecoder(Decoder):
