@@ -135,6 +135,8 @@ class FlowGraph:
         "Tasks used in some condition: their ground truth must travel with each batch under `gt`."
         used = {p for n in self.nodes for c in n.conditions for p in c.paths()}
         return [p for p in self.paths if p in used]
+    def __post_init__(self):  # computed now: computing one inside `torch.compile` would take cached_property's lock
+        for name in ('paths', 'input_keys', 'condition_classes', 'precondition_paths'): getattr(self, name)  # (Python < 3.12)
     def node(self, path: str) -> TaskNode:
         for n in self.nodes:
             if n.path == path: return n

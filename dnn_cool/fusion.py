@@ -129,7 +129,8 @@ def decode(self: TaskGroup, activated: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling(): self._cache.update(key=values, thresholds=thresholds)  # not a traced tensor
         return activated >= thresholds.on(activated.device, activated.dtype)  # (bs, n, ...) bool
     uniform = type(decoders[0]) in (IdentityDecoder, RescaleDecoder, SortingDecoder)
-    if uniform and all(type(d) is type(decoders[0]) and repr(d) == repr(decoders[0]) for d in decoders):
+    if uniform and all(type(d) is type(decoders[0]) and vars(d) == vars(decoders[0]) for d in decoders):  # not repr: under
+        # torch.compile(dynamic=True) a float field is symbolic, and formatting it into a string can't be traced
         return _rows(self.task.decode, activated)
     return torch.stack([n.task.decode(a) for n, a in zip(self.nodes, activated.unbind(1))], 1)
 
