@@ -23,6 +23,7 @@ from .checkpoint import CheckpointError, _flow_from, _json_safe, flow_structure,
 from .core import evaluating, model_device
 from .flow import TaskFlow, as_flow, decoder_thresholds, precondition_masks, set_decoder_thresholds
 from .module import FlowModule, find_flow
+from .tasks import task_threshold
 
 # %% auto #0
 __all__ = ['FORMAT', 'VERSION', 'KINDS', 'METADATA_KEY', 'FORMATS', 'output_name', 'export_metadata', 'export_program',
@@ -81,7 +82,9 @@ def export_metadata(model: nn.Module, flow: TaskFlow,
     "What an exported file says about itself, as JSON values."
     outs = [{**_spec(output_name(p, kind), outputs[output_name(p, kind)]), 'path': p, 'kind': kind}
             for kind in KINDS for p in flow.graph.paths]
-    return _json_safe({'format': FORMAT, 'version': VERSION, 'flow': flow_structure(flow, model),
+    tasks = {n.path: {'type': type(n.task).__name__, 'labels': n.task.label_names(), 'threshold': task_threshold(n.task),
+                      'precondition': None if n.condition is None else str(n.condition)} for n in flow.graph.nodes}
+    return _json_safe({'format': FORMAT, 'version': VERSION, 'flow': flow_structure(flow, model), 'tasks': tasks,
                        'thresholds': decoder_thresholds(flow), 'inputs': [_spec(k, v) for k, v in inputs.items()],
                        'outputs': outs, 'dnn_cool': dnn_cool.__version__, 'torch': torch.__version__})
 
