@@ -21,7 +21,7 @@ import torch.nn as nn
 import dnn_cool
 from .checkpoint import CheckpointError, _flow_from, _json_safe, flow_structure, read_checkpoint, replace_atomically
 from .core import evaluating, model_device
-from .flow import TaskFlow, as_flow, decoder_thresholds, precondition_masks, set_decoder_thresholds
+from .flow import TaskFlow, as_flow, decoder_thresholds, precondition_masks
 from .module import FlowModule, find_flow
 from .tasks import task_threshold
 
@@ -229,9 +229,9 @@ class ExportedFlow(nn.Module):
             out['precondition'] = precondition_masks(self.flow.graph, gt['value'], gt.get('available'), first.shape[0], first.device)
         return out
 
-    def extra_repr(self):
+    def __repr__(self):  # one line, whichever runtime holds the program
         ins = ', '.join(f"{i['name']} {_shape_text(i['shape'])} {i['dtype']}" for i in self.inputs)
-        return f"'{self.path}', flow='{self.name}', tasks={len(self.outputs) // len(KINDS)}, inputs: {ins}"
+        return f"ExportedFlow('{self.path}', flow='{self.name}', tasks={len(self.outputs) // len(KINDS)}, inputs: {ins})"
 
 # %% ../nbs/12a_export.ipynb #e0a1b2e2
 def _metadata(text: str | None, path: Path) -> dict:
