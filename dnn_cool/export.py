@@ -58,10 +58,16 @@ def _spec(name: str, t: torch.Tensor) -> dict:
     "An input or output as JSON: its name, shape (`None`: the batch) and dtype."
     return {'name': name, 'shape': [None, *t.shape[1:]], 'dtype': _dtype_name(t.dtype)}
 
-def _example_inputs(example_inputs: Mapping, device) -> dict[str, torch.Tensor]:
+def _example_inputs(example_inputs: Mapping, device,
+                    keys: Sequence[str] | None = None,  # the inputs, in this order (default: every tensor of the batch)
+                    ) -> dict[str, torch.Tensor]:
     "The example batch's inputs, on `device`, with at least two rows."
     if not isinstance(example_inputs, Mapping):
         raise TypeError(f"example_inputs must be one batch dict {{input key: tensor}}, got a {type(example_inputs).__name__}")
+    if keys is not None:
+        missing = [k for k in keys if k not in example_inputs]
+        if missing: raise KeyError(f"example_inputs lacks the flow's inputs {missing}; it has {sorted(example_inputs)}")
+        example_inputs = {k: example_inputs[k] for k in keys}
     inputs = {k: torch.as_tensor(v) for k, v in example_inputs.items()
               if k != 'gt' and not k.startswith('_') and isinstance(v, (torch.Tensor, np.ndarray))}
     if not inputs: raise ValueError(f"example_inputs holds no tensors (keys {sorted(example_inputs)}): pass one batch dict")
@@ -95,7 +101,8 @@ def export_program(model: nn.Module,  # a FlowModule, or a module around one (a 
                    ) -> tuple[torch.export.ExportedProgram, dict]:
     "`model`'s eval forward as a `torch.export` program with a dynamic batch dimension, and the file's metadata."
     flow = find_flow(model, as_flow(flow, 'export_flow') if flow is not None else None)
-    inputs = _example_inputs(example_inputs, model_device(model))
+    keys = flow.graph.input_keys if isinstance(model, FlowModule) else None  # a wrapper's inputs are its own
+    inputs = _example_inputs(example_inputs, model_device(model), keys)
     batch = torch.export.Dim('batch')
     forward = _FlatOutputs(model, flow.graph.paths)
     with evaluating(model):  # eval mode and no gradients while tracing; the training flag comes back after
