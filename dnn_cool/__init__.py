@@ -37,6 +37,7 @@ from .decoder import FlowDecoder, ThresholdKeptWarning, TuningResults, tuning_ta
 from .explanations import ExplanationNode, explain, explain_batch, render_html, render_text
 from .interpret import best_worst_inputs
 from .tensorboard import TensorBoardLogger
+from .export import ExportedFlow, export_checkpoint, export_flow, load_exported  # onnx is imported only when used
 # the notebook views: importing them attaches the displays (a flow draws itself, ...)
 from .views.flow import FlowView, ProjectView, layout_flow
 from .views.evaluation import EvaluationView, evaluation_details, evaluation_summary
