@@ -99,3 +99,53 @@ def test_token_heads_fuse():
         per_task = [getattr(m.head(p), n).grad for p in tokens.graph.paths for n in ('weight', 'bias')]
         grads.append((loss.detach(), *per_task, x['tokens'].grad))
     for a, b in zip(*grads): torch.testing.assert_close(a, b)
+
+
+def many_binary_flow(n=16):
+    "`t0` and `n - 1` binary siblings behind it: one fused group of two precondition classes."
+    from dnn_cool import BinaryClassificationTask
+    p = Project([BinaryClassificationTask(f't{i}') for i in range(n)])
+    def body(flow, x, out):
+        for i in range(n): out += getattr(flow, f't{i}')(x.f) | out.t0 if i else flow.t0(x.f)
+        return out
+    return p.add_flow(body, name='many')
+
+
+def test_a_training_step_makes_no_per_task_tensor():
+    "Module forward, loss, backward and the epoch sums on a fused flow read blocks only: no task's column is ever made."
+    import pandas as pd
+    from dnn_cool import EpochLoss
+    from dnn_cool.fusion import TaskTensors
+    flow = many_binary_flow()
+    labels = pd.DataFrame((torch.rand(64, 16) < 0.5).numpy(), columns=flow.graph.paths).astype('boolean')
+    ds = FlowDataset(flow, {'f': torch.randn(64, 5)}, labels)
+    model, criterion = flow.torch(in_features={'f': 5}), flow.get_loss()
+    made = []
+    original = TaskTensors.__getitem__
+    def counting(self, path):
+        if path not in self._given and path not in self._views: made.append(path)
+        return original(self, path)
+    TaskTensors.__getitem__ = counting
+    try:
+        x, y = ds[list(range(32))]
+        out = model(x)
+        loss = criterion(out, y)
+        loss.backward()
+        EpochLoss().update(criterion.last, loss, 32)
+    finally: TaskTensors.__getitem__ = original
+    assert made == [], made  # nobody read a task's column, so none was made
+    assert len(criterion.last.per_task) == 16  # and they are there when asked for
+
+
+def test_data_parallel_gather_rebuilds_outputs_task_by_task(monkeypatch):
+    "nn.DataParallel's gather sees a dict: the gathered outputs hold each task's rows of both replicas, in order."
+    from torch.nn.parallel import scatter_gather
+    monkeypatch.setattr(scatter_gather.Gather, 'apply', lambda device, dim, *ts: torch.cat(ts, dim))  # gather needs GPUs
+    flow = many_binary_flow(4)
+    model = flow.torch(in_features={'f': 5}).eval()
+    x = torch.randn(6, 5)
+    with torch.no_grad(): whole, a, b = model({'f': x}), model({'f': x[:4]}), model({'f': x[4:]})
+    gathered = scatter_gather.gather([a, b], 'cpu')
+    for kind in ('logits', 'decoded', 'predicted_precondition'):
+        assert list(gathered[kind]) == flow.graph.paths
+        for p in flow.graph.paths: torch.testing.assert_close(gathered[kind][p], whole[kind][p])
