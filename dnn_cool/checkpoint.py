@@ -25,7 +25,7 @@ from fastcore.basics import patch
 
 import dnn_cool
 from .flow import ALL_INPUTS, And, Condition, FlowNode, Not, Or, Ref, TaskFlow, as_flow, rebase_condition
-from .module import FlowModule, find_flow
+from .module import FlowModule, find_flow, find_flow_module
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask)
 from .thresholds import (check_thresholds, decoder_thresholds, load_thresholds, set_decoder_thresholds,
@@ -86,7 +86,7 @@ def task_description(task: ITask, in_features: int | None = None) -> dict:
 def flow_structure(flow: TaskFlow, model: nn.Module | None = None) -> dict:
     "The flow as JSON, read from its traced graph: nodes with their inputs, preconditions and tasks (types, keywords, head sizes from `model`)."
     graph = as_flow(flow, 'flow_structure').graph
-    module = _flow_module(model) if model is not None else None
+    module = find_flow_module(model) if model is not None else None
     def heads(path):  # the size the head was built for: a custom head module need not have `in_features`
         if module is None: return None
         return getattr(module, 'head_in_features', {}).get(path) or getattr(module.head(path), 'in_features', None)
@@ -101,11 +101,6 @@ def flow_structure(flow: TaskFlow, model: nn.Module | None = None) -> dict:
             nodes.append(d)
         return {'name': graph.subflows[path].name, 'nodes': nodes}
     return visit('')
-
-def _flow_module(model: nn.Module) -> FlowModule:
-    for m in model.modules():
-        if isinstance(m, FlowModule): return m
-    raise TypeError(f"a {type(model).__name__} holds no FlowModule (from flow.torch())")
 
 class _DescribedTask(ITask):
     "A task known only by its JSON description: enough to trace a saved structure into a graph, and to compare it."
@@ -229,7 +224,7 @@ def save_checkpoint(path: str | os.PathLike,
                     ) -> Path:
     "Write `model`'s weights, its flow's structure and thresholds, and `training` state to `path`, atomically."
     flow = find_flow(model, as_flow(flow, 'save_checkpoint') if flow is not None else None)
-    module = _flow_module(model)
+    module = find_flow_module(model)
     prefix = next(name for name, m in model.named_modules() if m is module)
     thresholds = decoder_thresholds(flow)
     meta = {'format': FORMAT, 'version': VERSION, 'flow': flow_structure(flow, model), 'thresholds': thresholds,

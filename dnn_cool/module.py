@@ -19,7 +19,7 @@ from .fusion import TaskGroup, TaskTensors, fusion_layout
 from .tasks import _LinearHead, _head_output
 
 # %% auto #0
-__all__ = ['set_requires_grad', 'FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow']
+__all__ = ['set_requires_grad', 'FusedHeads', 'FusedHead', 'FlowModule', 'flow_torch', 'find_flow', 'find_flow_module']
 
 # %% ../nbs/04_module.ipynb #de13c10c
 def set_requires_grad(params: Iterable[torch.Tensor], trainable: bool):
@@ -458,4 +458,10 @@ def find_flow(model: nn.Module, flow: TaskFlow | None = None,
         if isinstance(getattr(m, 'flow', None), TaskFlow) and hasattr(m, 'heads'): return m.flow
     if required: raise ValueError(f"can't find the flow of a {type(model).__name__}: pass flow=")
     return None
+
+def find_flow_module(model: nn.Module) -> FlowModule:
+    "The `FlowModule` inside `model` (itself, a FlowNet, a DDP wrapper...), or a TypeError saying there is none."
+    for m in model.modules():
+        if isinstance(m, FlowModule): return m
+    raise TypeError(f"a {type(model).__name__} holds no FlowModule (from flow.torch())")
 
