@@ -95,7 +95,7 @@ def test_live_plot_updates_one_figure_in_place(lab, page, browser):
     assert status.startswith('done: 4 epochs in'), status
     for task in ('is_positive', 'kind', 'size', 'weight', 'tags'): assert task in text, task  # every task has its card
     assert 'shop' in text and 'details · if is_positive' in text  # grouped by flow, with the flow's precondition
-    assert 'epoch 3: train_loss' in out.inner_text()  # the trainer's summary lines stay, under the figure
+    assert 'epoch 3: train_loss' not in out.inner_text()  # the figure is the record: no per-epoch lines repeat it below
 
     history = cell_output(page, 2).locator('.dnn-cool.training')
     assert history.count() == 1 and 'best epoch' in history.locator('svg').first.evaluate(_STATUS)
