@@ -292,7 +292,7 @@ def _keep_tuning_data(self: FlowLightningModule):
     if loader is None: return
     set_tuning_data(self.flow, TuningData(self.model, loader, None,
                                           f"the first validation loader of the last Lightning fit, predicted with the "
-                                          f"weights the model holds (after the fit: epoch {self.current_epoch}'s)"))
+                                          f"weights of its last epoch, {self.current_epoch}"))
 
 @patch
 def on_train_end(self: FlowLightningModule):
@@ -320,7 +320,7 @@ def on_load_checkpoint(self: FlowLightningModule, checkpoint: dict):
     set_decoder_thresholds(self.flow, meta.get('thresholds', {}))
 
 # %% ../nbs/25_lightning.ipynb #8f13002f
-_LOGGED = r"It is recommended to use `self.log\('(train|valid|test)(_\d+)?[_/]"
+_LOGGED = r"It is recommended to use `self.log\('((train|valid|test)(_\d+)?[_/]|lr/)"
 
 @patch
 def setup(self: FlowLightningModule, stage: str):

@@ -55,7 +55,8 @@ def fit(flow, train, valid, devices, **loss_kwargs):
     return {'rank': trainer.global_rank, 'world_size': trainer.world_size, 'initial': initial,
             'state': {k: v.detach().clone() for k, v in model.state_dict().items()},
             'record': module.history.records[-1], 'repeats': module.repeats, 'global_counts_after': module.criterion.global_counts,
-            'warnings': [str(w.message) for w in caught if issubclass(w.category, LocalCountsWarning)], 'flow': flow}
+            'warnings': [str(w.message) for w in caught if issubclass(w.category, LocalCountsWarning)], 'flow': flow,
+            'sync_dist_advice': [str(w.message) for w in caught if 'sync_dist=True' in str(w.message)]}
 
 
 def main():

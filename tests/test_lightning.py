@@ -247,6 +247,7 @@ def test_ddp_epoch_records_equal_one_process(ddp_runs):
         assert got.keys() == ref.keys()
         for k, v in ref.items(): assert got[k] == pytest.approx(v, abs=1e-6, nan_ok=True), k
     assert [r['global']['repeats'] for r in pair] == [{0: 0, 1: 0}, {0: 16, 1: 1}]  # a whole batch; one sample
+    for r in pair: assert r['global']['sync_dist_advice'] == []  # the values logged are gathered already: no advice
     assert single['global']['repeats'] == {0: 0, 1: 0}
 
 
