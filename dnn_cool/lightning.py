@@ -41,7 +41,7 @@ from .views.training import LivePlot
 # %% auto #0
 __all__ = ['FlowLightningModule', 'kept_rows', 'FlowLivePlot', 'TensorBoardBestWorst', 'TuneThresholds']
 
-# %% ../nbs/25_lightning.ipynb #8204833c
+# %% ../nbs/25_lightning.ipynb #e3aabb21
 def _adamw(params) -> torch.optim.Optimizer: return torch.optim.AdamW(params, lr=1e-3)
 
 class FlowLightningModule(L.LightningModule):
@@ -99,7 +99,7 @@ class FlowLightningModule(L.LightningModule):
         "The model's outputs for a batch `(x, y)` or inputs `x`."
         return self.model(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
-# %% ../nbs/25_lightning.ipynb #06f0a84a
+# %% ../nbs/25_lightning.ipynb #bcd3ffa8
 @patch
 def on_train_start(self: FlowLightningModule):
     "A fresh engine for this fit, told what Lightning decided: the loaders, the device, the processes' counts."
@@ -147,7 +147,7 @@ def on_train_batch_end(self: FlowLightningModule, outputs, batch, batch_idx):
     step, self._step = self._step, None
     if step is not None: self.engine._call('on_batch_end', self.engine.global_step, *step)
 
-# %% ../nbs/25_lightning.ipynb #da630d75
+# %% ../nbs/25_lightning.ipynb #6fd4ab6b
 @contextlib.contextmanager
 def _ending_on_divergence(module: FlowLightningModule):
     "A diverged fit raises as under `Trainer`: with the history so far, after the engine's callbacks ended the fit."
@@ -183,7 +183,7 @@ def on_train_epoch_end(self: FlowLightningModule):
     with _ending_on_divergence(self): e._call('on_epoch_end', self.current_epoch, record)
     if e.stop_training: self.trainer.should_stop = True  # on_nonfinite='stop'
 
-# %% ../nbs/25_lightning.ipynb #6fd4ab6b
+# %% ../nbs/25_lightning.ipynb #d5805708
 def kept_rows(loader,  # the data loader this process reads (as Lightning prepared it)
               batch_idx: int,  # the batch's index in this process's pass over `loader`
               rows: int) -> int:  # the batch's number of rows
@@ -203,7 +203,7 @@ def _first_rows(obj, k: int):
     if isinstance(obj, Mapping): return {key: _first_rows(v, k) for key, v in obj.items() if isinstance(key, str)}
     return obj
 
-# %% ../nbs/25_lightning.ipynb #9951d380
+# %% ../nbs/25_lightning.ipynb #9f5f9cc6
 def _loaders(loaders) -> list:
     "Lightning's validation or test loaders as a list (it keeps one loader, or the list or dict it was given)."
     if loaders is None: return []
@@ -242,7 +242,7 @@ def _eval_end(self: FlowLightningModule, stage: str, loaders) -> dict:
         out.update(part)
     return out
 
-# %% ../nbs/25_lightning.ipynb #9f5f9cc6
+# %% ../nbs/25_lightning.ipynb #777087a2
 @patch
 def on_validation_epoch_start(self: FlowLightningModule):
     if self.trainer.state.fn == 'fit' and not self.trainer.sanity_checking and self.trainer.is_last_batch:
@@ -275,7 +275,7 @@ def test_step(self: FlowLightningModule, batch, batch_idx, dataloader_idx=0):
 @patch
 def on_test_epoch_end(self: FlowLightningModule): self._eval_end('test', self.trainer.test_dataloaders)
 
-# %% ../nbs/25_lightning.ipynb #96536459
+# %% ../nbs/25_lightning.ipynb #c12bcd55
 @patch
 def validation_data(self: FlowLightningModule):
     "The first validation loader of the last fit, whole: as given to `trainer.fit`, before Lightning gave each process its share."
@@ -298,7 +298,7 @@ def _keep_tuning_data(self: FlowLightningModule):
 def on_train_end(self: FlowLightningModule):
     self.engine._call('on_fit_end')
 
-# %% ../nbs/25_lightning.ipynb #77a98cd9
+# %% ../nbs/25_lightning.ipynb #6537f23d
 @patch
 def on_save_checkpoint(self: FlowLightningModule, checkpoint: dict):
     "Add dnn_cool's part to Lightning's checkpoint: the flow's structure and thresholds, where the model's weights are."
@@ -319,7 +319,7 @@ def on_load_checkpoint(self: FlowLightningModule, checkpoint: dict):
                                    + '\n  - '.join(diff))
     set_decoder_thresholds(self.flow, meta.get('thresholds', {}))
 
-# %% ../nbs/25_lightning.ipynb #8f13002f
+# %% ../nbs/25_lightning.ipynb #5b79f803
 _LOGGED = r"It is recommended to use `self.log\('((train|valid|test)(_\d+)?[_/]|lr/)"
 
 @patch
@@ -335,7 +335,7 @@ def teardown(self: FlowLightningModule, stage: str):
         warnings.filters.remove(quiet)
         getattr(warnings, '_filters_mutated', lambda: None)()
 
-# %% ../nbs/25_lightning.ipynb #844f16e2
+# %% ../nbs/25_lightning.ipynb #df30058c
 class FlowLivePlot(L.Callback):
     "The live per-task figure of dnn_cool's `Trainer` (`LivePlot`) for a Lightning fit of a `FlowLightningModule`; off outside a notebook."
     def __init__(self, metrics=None,  # see `choose_metrics`: None (a default per task kind), names, or a dict
@@ -358,7 +358,7 @@ class FlowLivePlot(L.Callback):
     @property
     def last(self) -> object: "The last frame drawn (a `TrainingFigure`)"; return self.plot.last
 
-# %% ../nbs/25_lightning.ipynb #b3bc5999
+# %% ../nbs/25_lightning.ipynb #1de9e225
 class TensorBoardBestWorst(L.Callback):
     "When the fit ends, each task's best and worst inputs by loss, written to the fit's Lightning `TensorBoardLogger`."
     def __init__(self, loader: Iterable | None = None,  # batches `(x, y)` to rank; default: the fit's validation data, whole
@@ -385,7 +385,7 @@ class TensorBoardBestWorst(L.Callback):
         log_best_worst(logger.experiment, self.result, inputs, trainer.global_step)
         logger.experiment.flush()
 
-# %% ../nbs/25_lightning.ipynb #0dd1bc01
+# %% ../nbs/25_lightning.ipynb #d58bbff1
 class TuneThresholds(L.Callback):
     "Tune the flow's thresholds when training ends, on the fit's validation data: `flow.get_decoder().tune(objective, **kwargs)`."
     def __init__(self, objective='f1',  # as `tune` takes it: a name ('f1', 'fbeta', 'accuracy'...) or a callable
