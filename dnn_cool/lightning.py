@@ -144,7 +144,7 @@ def training_step(self: FlowLightningModule, batch, batch_idx):
 
 @patch
 def on_train_batch_end(self: FlowLightningModule, outputs, batch, batch_idx):
-    step, self._step = self._step, None
+    step, self._step = getattr(self, '_step', None), None  # None: a subclass's training_step did not call this one
     if step is not None: self.engine._call('on_batch_end', self.engine.global_step, *step)
 
 # %% ../nbs/25_lightning.ipynb #6fd4ab6b
@@ -279,8 +279,8 @@ def on_test_epoch_end(self: FlowLightningModule): self._eval_end('test', self.tr
 @patch
 def validation_data(self: FlowLightningModule):
     "The first validation loader of the last fit, whole: as given to `trainer.fit`, before Lightning gave each process its share."
-    val_loop = getattr(getattr(self.trainer, 'fit_loop', None), 'epoch_loop', None)
-    given = getattr(getattr(getattr(val_loop, 'val_loop', None), '_data_source', None), 'instance', None)
+    epoch_loop = getattr(getattr(self.trainer, 'fit_loop', None), 'epoch_loop', None)  # what fit was given: Lightning keeps
+    given = getattr(getattr(getattr(epoch_loop, 'val_loop', None), '_data_source', None), 'instance', None)  # it there
     loaders = _loaders(given) if isinstance(given, (DataLoader, list, tuple, Mapping)) else []
     if not loaders or not all(isinstance(l, Iterable) for l in loaders):  # from a hook or a DataModule: Lightning's own
         loaders = _loaders(self.trainer.val_dataloaders)
