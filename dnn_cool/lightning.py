@@ -335,7 +335,7 @@ def teardown(self: FlowLightningModule, stage: str):
         warnings.filters.remove(quiet)
         getattr(warnings, '_filters_mutated', lambda: None)()
 
-# %% ../nbs/25_lightning.ipynb #df30058c
+# %% ../nbs/25_lightning.ipynb #b3bc5999
 class FlowLivePlot(L.Callback):
     "The live per-task figure of dnn_cool's `Trainer` (`LivePlot`) for a Lightning fit of a `FlowLightningModule`; off outside a notebook."
     def __init__(self, metrics=None,  # see `choose_metrics`: None (a default per task kind), names, or a dict
@@ -358,7 +358,7 @@ class FlowLivePlot(L.Callback):
     @property
     def last(self) -> object: "The last frame drawn (a `TrainingFigure`)"; return self.plot.last
 
-# %% ../nbs/25_lightning.ipynb #1de9e225
+# %% ../nbs/25_lightning.ipynb #0dd1bc01
 class TensorBoardBestWorst(L.Callback):
     "When the fit ends, each task's best and worst inputs by loss, written to the fit's Lightning `TensorBoardLogger`."
     def __init__(self, loader: Iterable | None = None,  # batches `(x, y)` to rank; default: the fit's validation data, whole
@@ -385,7 +385,7 @@ class TensorBoardBestWorst(L.Callback):
         log_best_worst(logger.experiment, self.result, inputs, trainer.global_step)
         logger.experiment.flush()
 
-# %% ../nbs/25_lightning.ipynb #d58bbff1
+# %% ../nbs/25_lightning.ipynb #67e288e0
 class TuneThresholds(L.Callback):
     "Tune the flow's thresholds when training ends, on the fit's validation data: `flow.get_decoder().tune(objective, **kwargs)`."
     def __init__(self, objective='f1',  # as `tune` takes it: a name ('f1', 'fbeta', 'accuracy'...) or a callable
