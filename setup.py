@@ -28,7 +28,8 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
-extras = {k[len('extra_'):]: v.split() for k, v in cfg.items() if k.startswith('extra_')}  # extra_onnx -> dnn_cool[onnx]
+# optional integrations: `extra_<name> = requirements` in settings.ini becomes the extra `dnn_cool[<name>]`
+extras = {k[len('extra_'):]: v.split() for k, v in cfg.items() if k.startswith('extra_')}
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -49,7 +50,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, **extras },
+    extras_require={'dev': dev_requirements, **extras},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

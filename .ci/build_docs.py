@@ -348,12 +348,13 @@ def section(nb_name: str) -> str:
     if stem == 'index': return 'Start'
     n = int(re.match(r'^(\d+)', stem).group(1)) if re.match(r'^\d', stem) else 99
     if 30 <= n < 40: return 'Walkthroughs'
-    if 20 <= n < 30: return 'Notebook views'
+    if 25 <= n < 30: return 'Integrations'  # other frameworks (PyTorch Lightning): above the views they may use
+    if 20 <= n < 25: return 'Notebook views'
     if n >= 90: return 'Package'
     return 'Library'
 
 
-SECTIONS = ('Start', 'Walkthroughs', 'Library', 'Notebook views', 'Package', 'Reference')
+SECTIONS = ('Start', 'Walkthroughs', 'Library', 'Notebook views', 'Integrations', 'Package', 'Reference')
 
 CSS = """
 *{box-sizing:border-box}body{margin:0;font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;

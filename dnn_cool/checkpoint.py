@@ -32,9 +32,10 @@ from .thresholds import (check_thresholds, decoder_thresholds, load_thresholds, 
                                  threshold_labels)
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'TASK_TYPES', 'replace_atomically', 'task_description', 'flow_structure', 'flat_structure',
-           'structure_diff', 'rng_state', 'set_rng_state', 'check_plain', 'CheckpointError', 'save_checkpoint',
-           'read_checkpoint', 'load_checkpoint', 'register_task_type', 'load_flow', 'update_checkpoint_thresholds']
+__all__ = ['FORMAT', 'VERSION', 'EMBEDDED_KEY', 'TASK_TYPES', 'replace_atomically', 'task_description', 'flow_structure',
+           'flat_structure', 'structure_diff', 'rng_state', 'set_rng_state', 'check_plain', 'CheckpointError',
+           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'embedded_checkpoint', 'register_task_type',
+           'load_flow', 'update_checkpoint_thresholds']
 
 # %% ../nbs/07a_checkpoint.ipynb #ba145f3a
 def replace_atomically(path: str | os.PathLike,
@@ -216,6 +217,15 @@ def _json_safe(v):
     if isinstance(v, (np.generic, torch.Tensor)) and np.ndim(v) == 0: return _json_safe(v.item())
     return v
 
+def _checkpoint_meta(model: nn.Module, flow: TaskFlow | None, info: Mapping | None) -> dict:
+    "The metadata of `model`'s checkpoint: the flow's structure and thresholds, where its flow module sits, versions, `info`."
+    flow = find_flow(model, as_flow(flow, 'save_checkpoint') if flow is not None else None)
+    module = find_flow_module(model)
+    prefix = next(name for name, m in model.named_modules() if m is module)
+    return {'format': FORMAT, 'version': VERSION, 'flow': flow_structure(flow, model), 'thresholds': decoder_thresholds(flow),
+            'module_prefix': f'{prefix}.' if prefix else '', 'dnn_cool': dnn_cool.__version__, 'torch': torch.__version__,
+            'saved_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **dict(info or {})}
+
 def save_checkpoint(path: str | os.PathLike,
                     model: nn.Module,  # a FlowModule, or a module that holds one (FlowNet)
                     flow: TaskFlow | None = None,  # default: the model's flow
@@ -223,13 +233,7 @@ def save_checkpoint(path: str | os.PathLike,
                     info: Mapping | None = None,  # JSON values: epoch, monitor, score, history...
                     ) -> Path:
     "Write `model`'s weights, its flow's structure and thresholds, and `training` state to `path`, atomically."
-    flow = find_flow(model, as_flow(flow, 'save_checkpoint') if flow is not None else None)
-    module = find_flow_module(model)
-    prefix = next(name for name, m in model.named_modules() if m is module)
-    thresholds = decoder_thresholds(flow)
-    meta = {'format': FORMAT, 'version': VERSION, 'flow': flow_structure(flow, model), 'thresholds': thresholds,
-            'module_prefix': f'{prefix}.' if prefix else '', 'dnn_cool': dnn_cool.__version__, 'torch': torch.__version__,
-            'saved_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), **dict(info or {})}
+    meta = _checkpoint_meta(model, flow, info)
     state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
     ckpt = {'format': FORMAT, 'version': VERSION, 'meta': json.dumps(_json_safe(meta), allow_nan=False), 'state_dict': state}
     if training is not None:
@@ -254,12 +258,14 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
         if found:
             raise CheckpointError(f"{path} holds pickled Python objects ({found.group(1)}), not only tensors and plain "
                                   f"values; dnn_cool reads checkpoints with torch.load(weights_only=True), which never "
-                                  f"runs code") from e
+                                  f"runs code" + (" (a Lightning checkpoint gets them from save_hyperparameters(): leave "
+                                  "such arguments out with ignore=[...])" if path.suffix == '.ckpt' else '')) from e
         detail = '' if isinstance(e, pickle.UnpicklingError) or not str(e).strip() else f': {str(e).splitlines()[0][:120]}'
         raise CheckpointError(f"{path} can't be read as a checkpoint: it is truncated or corrupt ({type(e).__name__}{detail})") from e
     if not isinstance(raw, dict) or 'state_dict' not in raw:
         what = f"a dict with keys {sorted(map(str, raw))[:8]}" if isinstance(raw, dict) else f"a {type(raw).__name__}"
         raise CheckpointError(f"{path} is not a dnn_cool checkpoint: it holds {what}, not a 'state_dict'")
+    if 'format' not in raw and EMBEDDED_KEY in raw: raw = _embedded(raw, path)  # inside another trainer's file (Lightning's)
     if 'format' not in raw:  # written before this format: weights and a few plain keys
         out = dict(raw, meta=None, training=None)
     else:
@@ -307,6 +313,29 @@ def _apply_checkpoint(model: nn.Module, ckpt: dict, flow: TaskFlow | None = None
         raise CheckpointError(f"{path}: its weights don't fit this {type(model).__name__}: {e}") from e
     if checked: set_decoder_thresholds(flow, checked)
     return ckpt
+
+# %% ../nbs/07a_checkpoint.ipynb #f98818b9
+EMBEDDED_KEY = 'dnn_cool'  # where another trainer's checkpoint keeps dnn_cool's part
+
+def embedded_checkpoint(model: nn.Module,  # the FlowModule, or a module holding one, whose weights the file stores
+                        flow: TaskFlow | None = None,  # default: the model's flow
+                        state_prefix: str = '',  # what precedes `model`'s weight names in the file's `state_dict`, e.g. 'model.'
+                        info: Mapping | None = None) -> dict:  # JSON values: epoch, history...
+    "dnn_cool's part of another trainer's checkpoint: format, version, the metadata JSON, and where `model`'s weights sit."
+    meta = json.dumps(_json_safe(_checkpoint_meta(model, flow, info)), allow_nan=False)
+    return {'format': FORMAT, 'version': VERSION, 'meta': meta, 'state_prefix': state_prefix}
+
+def _embedded(raw: Mapping, path: Path) -> dict:
+    "The dnn_cool checkpoint inside another trainer's file: its entry, and `model`'s weights out of the file's `state_dict`."
+    entry = raw[EMBEDDED_KEY]
+    if not isinstance(entry, Mapping) or not isinstance(entry.get('state_prefix'), str) or 'meta' not in entry:
+        raise CheckpointError(f"{path}: its '{EMBEDDED_KEY}' entry is not one that embedded_checkpoint wrote")
+    prefix = entry['state_prefix']
+    state = OrderedDict((k[len(prefix):], v) for k, v in raw['state_dict'].items() if k.startswith(prefix))
+    if not state:
+        raise CheckpointError(f"{path}: its state_dict holds no weight under '{prefix}', where its '{EMBEDDED_KEY}' entry "
+                              f"says the model's are")
+    return {'format': entry.get('format'), 'version': entry.get('version'), 'meta': entry['meta'], 'state_dict': state}
 
 # %% ../nbs/07a_checkpoint.ipynb #eed77c74
 TASK_TYPES: dict[str, type] = {c.__name__: c for c in (BinaryClassificationTask, ClassificationTask,
@@ -378,6 +407,7 @@ def update_checkpoint_thresholds(path: str | os.PathLike,
     try: checked = check_thresholds(_flow_from(ckpt), values)
     except (KeyError, ValueError) as e: raise type(e)(f"{path}: {e.args[0] if e.args else e}") from e
     raw = torch.load(path, map_location='cpu', weights_only=True)
+    entry = raw[EMBEDDED_KEY] if 'format' not in raw and EMBEDDED_KEY in raw else raw  # another trainer's file: only dnn_cool's part
     meta = {**ckpt['meta'], 'thresholds': {**ckpt['thresholds'], **checked}, 'dnn_cool': dnn_cool.__version__}
-    raw['meta'] = json.dumps(_json_safe(meta), allow_nan=False)  # written by this version: an old file next to it no longer counts
+    entry['meta'] = json.dumps(_json_safe(meta), allow_nan=False)  # written by this version: an old file next to it no longer counts
     return replace_atomically(path, lambda tmp: torch.save(raw, tmp))
