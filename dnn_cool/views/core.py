@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import math
 import os
 import re
 import secrets
@@ -22,13 +23,24 @@ import numpy as np
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TRUST_HINT', 'RERUN_HINT', 'HINT_STYLE', 'esc', 'in_notebook', 'as_uint8_image', 'png_bytes', 'png_data_uri',
-           'svg_image', 'static_html', 'View', 'wrap', 'WidgetView', 'one_output_front_end', 'view_bundle', 'show_view']
+__all__ = ['TRUST_HINT', 'RERUN_HINT', 'HINT_STYLE', 'esc', 'format_score', 'in_notebook', 'as_uint8_image', 'png_bytes',
+           'png_data_uri', 'svg_image', 'static_html', 'View', 'wrap', 'WidgetView', 'one_output_front_end',
+           'view_bundle', 'show_view']
 
 # %% ../../nbs/20_views.core.ipynb #b90329a7
 def esc(value) -> str:
     "`str(value)` escaped for HTML text and attribute values (quotes included)."
     return html.escape(str(value), quote=True)
+
+# %% ../../nbs/20_views.core.ipynb #923c7bd4
+def format_score(v) -> str:
+    "A score for reading: 3 decimals, 3 significant digits below 0.1, scientific notation when tiny or huge, '–' for NaN."
+    v = float(v)
+    if math.isnan(v): return '–'
+    if v == 0: return '0'
+    if 0.1 <= abs(v) < 1e5: return f'{v:.3f}'
+    if 1e-4 <= abs(v) < 0.1: return f'{v:.3g}'
+    return f'{v:.2e}'
 
 # %% ../../nbs/20_views.core.ipynb #a2f18c6e
 def in_notebook() -> bool:
@@ -97,12 +109,12 @@ def static_html(rich: str,  # the view's HTML (its own `<style>`, inline `<svg>`
     "A view as one block of HTML that reads well whether the page keeps its `<style>` (trusted) or strips it."
     uid = uid or secrets.token_hex(4)
     s = f'.dc-s-{uid}'
-    rules = [f'{s}>.dc-rich{{display:block!important}}', f'{s}>.dc-plain,{s}>.dc-hint{{display:none!important}}']
+    rules = [f'{s}>.dc-rich{{display:block!important}}', f'{s}>.dc-plain,{s} .dc-unstyled{{display:none!important}}']
     if live: rules += _widget_rules(uid)
     body = rich if plain is None else (f'<div class="dc-rich" hidden="hidden" style="display:none">{rich}</div>'
                                        f'<div class="dc-plain">{plain}</div>')
     rerun = f'<div class="dc-rerun" hidden="hidden" style="display:none;{HINT_STYLE}">{esc(RERUN_HINT)}</div>' if live else ''
-    hint = f'<div class="dc-hint" style="{HINT_STYLE}">{esc(TRUST_HINT)}</div>'
+    hint = f'<div class="dc-unstyled dc-hint" style="{HINT_STYLE}">{esc(TRUST_HINT)}</div>'
     return f'<div class="dnn-cool-static dc-s-{uid}"><style>{"".join(rules)}</style>{rerun}{body}{hint}</div>'
 
 # %% ../../nbs/20_views.core.ipynb #cad2bda9

@@ -197,6 +197,9 @@ def view(self: Interpretation, tasks: Sequence[str] | None = None, inputs=None, 
 @patch
 def _repr_mimebundle_(self: Interpretation, include=None, exclude=None): return self.view()._repr_mimebundle_(include, exclude)
 
+@patch
+def _ipython_display_(self: Interpretation): self.view()._ipython_display_()
+
 # %% ../../nbs/20g_views.interpret.ipynb #c694337f
 @patch
 def build(self: BestWorstView):

@@ -246,12 +246,15 @@ def open_static(browser, html: Path) -> Page:
 
 # ---- what a view shows, read from the page --------------------------------------------------------------------------
 
-# A view's output as a reader sees it: its visible text (innerText leaves out what CSS hides) and longest line, the
-# graphics drawn (a root <svg>, or an <img> that loaded, at least 16 px a side), buttons whose label is cut, and
-# elements scrolled sideways (a horizontal scrollbar).
+# A view's output as a reader sees it: its visible text (innerText leaves out what CSS hides; streams left out) and longest line, the
+# graphics drawn (a root <svg>, or an <img> that loaded, at least 16 px a side) and their alt texts, buttons whose
+# label is cut, and elements scrolled sideways (a horizontal scrollbar).
 _READ_VIEW = """(el) => {
   const shown = (e) => e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true});
-  const text = el.innerText;
+  // streams (a warning on stderr, a trainer's summary lines) are the cell's, not the view's
+  const outputs = [...el.querySelectorAll('.jp-OutputArea-output')].filter((o) => !o.parentElement.closest('.jp-OutputArea-output')
+                    && !(o.dataset.mimeType || '').startsWith('application/vnd.jupyter.std') && shown(o));
+  const text = outputs.length ? outputs.map((o) => o.innerText).join('\\n') : el.innerText;
   const lines = text.split('\\n').map((s) => s.trim()).filter(Boolean);
   const graphics = [...el.querySelectorAll('svg, img')].filter((g) => {
     const tag = g.tagName.toLowerCase();
@@ -264,7 +267,8 @@ _READ_VIEW = """(el) => {
                                                 .map((b) => b.innerText || b.title);
   const scrolled = [...el.querySelectorAll('*')].filter((e) => shown(e) && e.scrollWidth > e.clientWidth + 1 &&
                      ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)).map((e) => e.className.baseVal ?? e.className);
-  return {text, longest: lines.reduce((a, l) => (l.length > a.length ? l : a), ''), graphics: graphics.length, cut, scrolled,
+  const alts = graphics.filter((g) => g.tagName.toLowerCase() === 'img').map((g) => g.alt).join('\\n');
+  return {text, alts, longest: lines.reduce((a, l) => (l.length > a.length ? l : a), ''), graphics: graphics.length, cut, scrolled,
           width: el.getBoundingClientRect().width};
 }"""
 
