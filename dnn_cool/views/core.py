@@ -182,9 +182,9 @@ def _widget_rules(uid: str) -> list[str]:
     "The CSS relating static block `uid` to the widget output displayed right after it."
     live = f'.dc-live-{uid}:not(.jupyter-widgets-disconnected)'
     mine = f'.jp-OutputArea-child:has(>.jp-OutputArea-output>.dc-s-{uid})'  # JupyterLab's and Notebook 7's output
-    return [f'div:has(.dc-s-{uid}):has(+* {live},+{live}){{display:none}}',  # the widget is live: it replaces the block
-            f'{mine}+.jp-OutputArea-child:not(:has({live})){{display:none}}',  # it isn't: hide its error or dead copy
-            f'{mine}:has(+.jp-OutputArea-child) .dc-s-{uid}>.dc-rerun{{display:block!important}}']  # and say so
+    return [f'.jp-OutputArea:has({live})>{mine},body:has({live}) .dc-s-{uid}{{display:none}}',  # live: the widget replaces the block
+            f'{mine}+.jp-OutputArea-child:not(:has({live})){{display:none}}',  # not live: hide its error, or its dead copy ...
+            f'.jp-OutputArea:not(:has({live})) .dc-s-{uid}>.dc-rerun{{display:block!important}}']  # ... and say why
 
 def one_output_front_end() -> bool:
     "Does the front end render each output in a frame of its own (Colab), where a widget must carry its static view?"

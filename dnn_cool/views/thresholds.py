@@ -114,7 +114,7 @@ def threshold_panel(curves: ThresholdCurves, current: float, title: str,
     name = title.split(' · ')[0]
     flow = name.rpartition('.')[0]  # a nested task: its flow's path on a line of its own, the task and label below
     where = f'<div class="muted path">{esc(flow)}</div>' if flow else ''
-    chart = threshold_chart(curves, current, width=250 if framed else 244)  # 244: the widget's card, slider and margins
+    chart = threshold_chart(curves, current, width=250 if framed else 236)  # 236: fits the widget's card with its margins
     if image: chart = svg_image(chart, f'precision, recall and F1 of {title} against the threshold')
     box = ' style="width:250px;border:1px solid #e3e3e3;border-radius:4px;padding:6px 8px"' if framed else ''  # inline: kept untrusted
     return (f'<div class="panel{"" if framed else " bare"}"{box}>{where}<div class="name" title="{esc(title)}">{esc(title[len(flow) + 1 if flow else 0:])}</div>'
@@ -131,6 +131,7 @@ THRESHOLDS_CSS = ('.dnn-cool.thresholds{font-family:system-ui,-apple-system,"Seg
                   '.dnn-cool.thresholds table{border-collapse:collapse;margin:4px 0;background:#fff;font-size:12px;color:#222}'
                   '.dnn-cool.thresholds th,.dnn-cool.thresholds td{padding:1px 7px;text-align:right;font-variant-numeric:tabular-nums;border:0;white-space:nowrap}'
                   '.dnn-cool.thresholds table.summary th,.dnn-cool.thresholds table.summary td{border-bottom:1px solid #eee}'
+                  '.dnn-cool.thresholds table.cm th,.dnn-cool.thresholds table.cm td{padding:1px 5px}'  # fits a card
                   '.dnn-cool.thresholds th{font-weight:600;color:#444}'
                   '.dnn-cool.thresholds .muted{color:#666}'
                   '.dnn-cool.thresholds .title{font-weight:600;font-size:14px}'
@@ -231,9 +232,9 @@ class ThresholdsView(WidgetView):
 
 # %% ../../nbs/20e_views.thresholds.ipynb #966aa508
 def _why(why) -> str:
-    "Why a threshold was kept, in words (per label where the tuner says so per label)."
-    if isinstance(why, Mapping): return '; '.join(f'{k}: {_short(v, 160)}' for k, v in why.items())
-    return _short(why, 160)
+    "Why a threshold was kept, as HTML: a line, or a line per label where the tuner says why per label."
+    if isinstance(why, Mapping): return '<ul>' + ''.join(f'<li>{esc(k)}: {esc(_short(v, 160))}</li>' for k, v in why.items()) + '</ul>'
+    return esc(_short(why, 160))
 
 @patch
 def header_html(self: ThresholdsView) -> str:
@@ -246,7 +247,7 @@ def header_html(self: ThresholdsView) -> str:
     notes = ''.join(f'<div class="muted">{esc(k)}: {esc(_short(v, 200))}</div>' for k, v in extra.items())
     kept = getattr(r, 'kept', None) or {}
     if kept:  # tuned on too few samples of a class: the current threshold stayed (tune's min_per_class)
-        said = ''.join(f'<li>{esc(p)}: {esc(_why(why))}</li>' for p, why in kept.items())
+        said = ''.join(f'<li>{esc(p)}: {_why(why)}</li>' for p, why in kept.items())
         notes += f'<div class="muted kept">current threshold kept (too few samples to trust the tuned one):<ul>{said}</ul></div>'
     return (f'<div class="title">Thresholds{" of " + esc(name) if name else ""}</div>'
             f'<div class="muted">{" · ".join(bits)}</div>{notes}')

@@ -185,6 +185,13 @@ def cell_output(page: Page, index: int):
     return page.locator('.jp-Notebook .jp-CodeCell').nth(index).locator('.jp-Cell-outputArea')  # not an Output widget's
 
 
+def widget_output(page: Page, index: int):
+    """The widget of code cell `index` (0-based among code cells): the output its live widget renders in. A view
+    displays two outputs, its static copy and then its widget; the static copy, hidden while the widget lives, holds
+    elements of the same classes, so a test that drives the widget looks inside this output only."""
+    return cell_output(page, index).locator('.jp-OutputArea-output:has(> [class*="dc-live-"])').first  # the widget's root
+
+
 def screenshot(locator, name: str) -> Path:
     """Screenshot `locator` as `<name>.png`: into `static/` (which README and docs show) when `UPDATE_SCREENSHOTS=1`,
     else into a temporary folder, so that running the tests leaves the checkout as it was."""
@@ -267,8 +274,9 @@ _READ_VIEW = """(el) => {
                                                 .map((b) => b.innerText || b.title);
   const scrolled = [...el.querySelectorAll('*')].filter((e) => shown(e) && e.scrollWidth > e.clientWidth + 1 &&
                      ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)).map((e) => e.className.baseVal ?? e.className);
+  const statics = [...el.querySelectorAll('.dnn-cool-static')].filter(shown).length;  // static copies in view
   const alts = graphics.filter((g) => g.tagName.toLowerCase() === 'img').map((g) => g.alt).join('\\n');
-  return {text, alts, longest: lines.reduce((a, l) => (l.length > a.length ? l : a), ''), graphics: graphics.length, cut, scrolled,
+  return {text, alts, statics, longest: lines.reduce((a, l) => (l.length > a.length ? l : a), ''), graphics: graphics.length, cut, scrolled,
           width: el.getBoundingClientRect().width};
 }"""
 

@@ -106,6 +106,7 @@ def test_live_session_shows_the_widgets(saved):
         check_readable(saved[name], name, 'live')
         assert RERUN_HINT not in saved[name]['text'] and TRUST_HINT not in saved[name]['text'], \
             f'{name}: the static copy shows beside the live view'
+        if widget: assert saved[name]['statics'] == 0, f'{name}: its static copy shows beside its live widget'
 
 
 @pytest.mark.parametrize('front_end', ['lab', 'notebook'])
@@ -117,6 +118,7 @@ def test_reopened_with_the_kernel_stopped(saved, request, browser, front_end, se
     try:
         for view, report in read_views(page, f'reopened-{front_end}-{settings}').items():
             check_readable(report, view, f'reopened in {front_end}, {settings} settings', hint=RERUN_HINT if VIEWS[view][3] else None)
+            assert report['statics'] == 1, f'{view}: {report["statics"]} static views shown'
         # the widget manager logs each widget output whose model is gone (the output itself is hidden, see above);
         # Notebook 7.6 logs "reading 'schema'" on opening any notebook, a one-cell notebook without dnn_cool as well
         page.assert_clean(ignore=('Failed to load resource', 'widget model not found', "reading 'schema'"))
