@@ -191,7 +191,8 @@ def sample_html(tree: ExplanationNode,  # one sample's explanation
         tasks = f'{cut} tasks' if cut != 1 else '1 task'
         note += ('<br/>' if note else '') + f'{tasks} the cascade did not run (a precondition false by the predictions) not shown'
     notes = f'<div class="note">{note}</div>' if note else ''
-    inner = f'<div class="panel">{_image_html(image, head)}<div class="tree">{body}</div></div>' if image is not None else body
+    inner = (f'<div class="panel" style="display:flex;column-gap:14px;align-items:flex-start">{_image_html(image, head)}'  # inline: kept untrusted
+             f'<div class="tree">{body}</div></div>' if image is not None else body)
     return (f'<details class="sample"{" open" if open else ""} data-sample="{esc(tree.sample)}"><summary><span class="sname">{esc(head)}</span>'
             f'<span class="meta">{meta}</span></summary>{notes}{inner}</details>')
 

@@ -45,6 +45,9 @@ def test_evaluation_view_in_lab_and_in_an_export(lab, page, browser):
     paths = run_code(page, 'print(*flow.graph.paths)').split()
     assert len(paths) == 14
     assert _tasks(out) == paths  # every task, in the flow's order, full paths
+    heads = out.locator('table').first.locator('tr.dc-head')
+    assert heads.count() == 1  # one header for the table: every score under its own metric's column
+    assert heads.evaluate('(r) => r.getBoundingClientRect().height') < 30  # metric names on one line, never wrapped
 
     # one flow
     flow_picker, sort_picker = out.locator('.widget-dropdown select').nth(0), out.locator('.widget-dropdown select').nth(1)

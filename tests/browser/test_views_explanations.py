@@ -70,6 +70,8 @@ def test_explorer_and_trees_in_lab_and_in_an_export(lab, page, browser):
     # a list of trees: one box per sample, the first five open; fold a flow, unfold the sixth sample
     trees = cell_output(page, 3).locator('.dnn-explain')
     assert trees.locator('details.sample').count() == 6
+    styles = trees.locator('li').evaluate_all('(ls) => [...new Set(ls.map((l) => getComputedStyle(l).listStyleType))]')
+    assert styles == ['none'], styles  # no bullets, although JupyterLab styles nested lists (`ul ul`) with some
     sixth = trees.locator('details.sample').nth(5)
     assert sixth.get_attribute('open') is None and not sixth.locator('li').first.is_visible()
     sixth.locator('summary').first.click()

@@ -47,6 +47,7 @@ VIEWS = {
 TRUST_HINT = 'trust the notebook'  # what a view says where a sanitizer left only its plain form
 RERUN_HINT = 'rerun the cell'  # what a widget's static copy says where the widget is gone
 MAX_LINE = 300  # longer visible lines are text run together (an <svg>'s labels without the <svg>)
+WIDTH, HEIGHT = 1280, 2600  # the file browser open: a notebook about 1000 px wide; tall, so a view fits in its picture
 
 
 def check_readable(report: dict, name: str, where: str, graphics: int | None = None, hint: str | None = None):
@@ -81,7 +82,7 @@ def saved(lab, browser):
     """The views notebook run in JupyterLab (1280 px wide, the file browser open), saved as `default.ipynb` with
     JupyterLab's default settings and as `state.ipynb` with widget state; the kernel stopped. Returns the live reports."""
     name = lab.add(notebook(SETUP, *[source for source, *_ in VIEWS.values()]), 'views_saved.ipynb')
-    page = Page(browser.new_context(viewport={'width': 1280, 'height': 1400}, device_scale_factor=1).new_page())
+    page = Page(browser.new_context(viewport={'width': WIDTH, 'height': HEIGHT}, device_scale_factor=1).new_page())
     open_notebook(page, lab, name)
     run_all(page, timeout=600)
     wait_rendered(page)
@@ -114,7 +115,7 @@ def test_live_session_shows_the_widgets(saved):
 def test_reopened_with_the_kernel_stopped(saved, request, browser, front_end, settings):
     server = request.getfixturevalue('lab' if front_end == 'lab' else 'notebook7')
     name = server.add(request.getfixturevalue('lab').root / f'{settings}.ipynb', f'reopened_{settings}.ipynb')
-    page = reopen(browser, server, name)
+    page = reopen(browser, server, name, WIDTH, HEIGHT)
     try:
         for view, report in read_views(page, f'reopened-{front_end}-{settings}').items():
             check_readable(report, view, f'reopened in {front_end}, {settings} settings', hint=RERUN_HINT if VIEWS[view][3] else None)
@@ -138,7 +139,7 @@ def test_shipped_walkthrough_opened_untrusted(request, browser, front_end):
     "The walkthrough as a clone has it (saved by `.ci/save_walkthroughs.py`, never signed here): untrusted."
     server = request.getfixturevalue('lab' if front_end == 'lab' else 'notebook7')
     name = server.add(REPO / 'nbs' / '30_walkthrough.ipynb', 'walkthrough.ipynb')
-    page = reopen(browser, server, name)
+    page = reopen(browser, server, name, WIDTH, HEIGHT)
     try:
         assert page.evaluate(f"(name) => ({_PANEL})(name).content.widgets.every((c) => !c.model.trusted)", name)
         sources = code_sources(page)
@@ -172,7 +173,7 @@ def _export_cells(static: Page) -> list:
 @pytest.mark.parametrize('settings', ['default', 'state'])
 def test_nbconvert_export_offline(saved, lab, browser, settings):
     static = open_static(browser, export_html(lab, f'{settings}.ipynb'))
-    static.set_viewport_size({'width': 1280, 'height': 900})
+    static.set_viewport_size({'width': WIDTH, 'height': HEIGHT})
     outputs = _export_cells(static)
     for k, view in enumerate(VIEWS):
         out = outputs[k + 1]
