@@ -1,9 +1,10 @@
 """Run walkthrough notebooks at full size in a Jupyter kernel and save them with their outputs (for GitHub and the site).
 
-The saved outputs keep each view's static HTML and text and drop the live widget part (`application/vnd.jupyter.
-widget-view+json`, and the widget state): a saved widget whose kernel is gone would show as an error instead of its
-static view. `IN_TEST` is unset, so the notebooks run at the size they show; the test run (`.ci/build_docs.py`,
-`nbdev_test`) runs them again small.
+A view displays as two outputs in a kernel: its static HTML, then its widget (see `nbs/20_views.core.ipynb`). The
+saved notebook keeps the static output as is and drops the widget's view (`application/vnd.jupyter.widget-view+json`,
+and the widget state), keeping that output as an empty text: the static view's CSS hides it and says that rerunning
+the cell brings the widget back, and no front end is asked for a widget model that isn't there. `IN_TEST` is unset,
+so the notebooks run at the size they show; the test run (`.ci/build_docs.py`, `nbdev_test`) runs them again small.
 
 usage: python .ci/save_walkthroughs.py nbs/30_*.ipynb [--timeout 900]
 """
@@ -20,7 +21,7 @@ WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 
 
 def strip_widgets(nb) -> int:
-    "Drop the live widget part of every output (its static HTML/text stays); returns how many were dropped."
+    "Drop the widget's view from every output that has one (an empty text stays in its place); returns how many."
     n = 0
     for cell in nb.cells:
         for out in cell.get('outputs', []):

@@ -133,6 +133,7 @@ class Rule:
     dash: str | None = '4 3'
     width: float = 1.0
     label_row: int = 0  # a vertical rule's label sits this many lines below the top (rules close together)
+    inline: bool = True  # draw the label beside the rule (False: only its hover title, e.g. when a legend names it)
 
 def text_width(s: str, size: float = 10) -> float:
     "Rough width in px of `s` at font size `size` (average glyph 0.6 em): enough to keep labels clear of each other."
@@ -200,6 +201,7 @@ def line_chart(series: Sequence[Series], *,
                x_range: tuple[float, float] | None = None,  # default: the data's, extended to nice ticks
                y_range: tuple[float, float] | None = None,
                x_ticks: int = 5, y_ticks: int = 4,  # at most this many tick intervals
+               x_tick_values: Sequence[float] | None = None,  # the x ticks themselves (those inside the range), e.g. whole epochs
                rules: Sequence[Rule] = (),
                show_legend: bool = False,  # a legend row under the title
                max_points: int = 400,  # longer series are drawn `downsample`d
@@ -215,6 +217,7 @@ def line_chart(series: Sequence[Series], *,
     x0, x1, xt = (_axis(x_range, [], x_ticks) if x_range is not None else
                   _axis(None, drawn_x + [np.array([r.x for r in rules if r.x is not None], float)], x_ticks))
     y0, y1, yt = _axis(y_range, [ys for _, ys in data] + [np.array([r.y for r in rules if r.y is not None], float)], y_ticks)
+    if x_tick_values is not None: xt = np.array([v for v in x_tick_values if x0 <= v <= x1], np.float64)
     xl, yl = format_ticks(xt), format_ticks(yt)
 
     top = 6 + (title_size + 5 if title else 0)
@@ -224,7 +227,7 @@ def line_chart(series: Sequence[Series], *,
         leg_svg, leg_h = legend(items, 8, top, width - 16)
         top += leg_h + 2
     left = 6 + max(text_width(l) for l in yl) + 5 + (14 if y_label else 0)
-    right = 6 + text_width(xl[-1]) / 2
+    right = 6 + (text_width(xl[-1]) / 2 if xl else 0)
     bottom = 6 + 13 + (14 if x_label else 0)
     pw, ph = max(10.0, width - left - right), max(10.0, height - top - bottom)
     kx, ky = pw / (x1 - x0), ph / (y1 - y0)
@@ -259,7 +262,7 @@ def line_chart(series: Sequence[Series], *,
             px = left + (r.x - x0) * kx
             out.append(f'<line x1="{px:.1f}" y1="{top:.1f}" x2="{px:.1f}" y2="{top + ph:.1f}" stroke="{esc(r.color)}" '
                        f'stroke-width="{r.width:g}"{_dash(r.dash)}>{tip}</line>')
-            if r.label:
+            if r.label and r.inline:
                 at_right = px + 3 + text_width(r.label, 9) > left + pw
                 out.append(svg_text(px - 3 if at_right else px + 3, top + 9 + 11 * r.label_row, r.label, 9, r.color,
                                     'end' if at_right else 'start'))
@@ -267,7 +270,7 @@ def line_chart(series: Sequence[Series], *,
             py = top + ph - (r.y - y0) * ky
             out.append(f'<line x1="{left:.1f}" y1="{py:.1f}" x2="{left + pw:.1f}" y2="{py:.1f}" stroke="{esc(r.color)}" '
                        f'stroke-width="{r.width:g}"{_dash(r.dash)}>{tip}</line>')
-            if r.label: out.append(svg_text(left + pw - 2, py - 3, r.label, 9, r.color, 'end'))
+            if r.label and r.inline: out.append(svg_text(left + pw - 2, py - 3, r.label, 9, r.color, 'end'))
 
     for s, (xs, ys) in zip(series, data):
         if s.tips is not None and len(s.tips) != len(xs):

@@ -5,23 +5,41 @@
 # %% ../../nbs/20_views.core.ipynb #bc744e2f
 from __future__ import annotations
 
+import base64
 import functools
 import html
+import math
+import os
+import re
+import secrets
 import struct
 import sys
 import traceback
+import warnings
 import zlib
 from typing import Callable
 
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['esc', 'as_uint8_image', 'png_bytes', 'png_data_uri', 'View', 'wrap', 'WidgetView']
+__all__ = ['TRUST_HINT', 'RERUN_HINT', 'HINT_STYLE', 'esc', 'format_score', 'as_uint8_image', 'png_bytes', 'png_data_uri',
+           'svg_image', 'static_html', 'View', 'wrap', 'WidgetView', 'one_output_front_end', 'view_bundle', 'show_view']
 
 # %% ../../nbs/20_views.core.ipynb #b90329a7
 def esc(value) -> str:
     "`str(value)` escaped for HTML text and attribute values (quotes included)."
     return html.escape(str(value), quote=True)
+
+# %% ../../nbs/20_views.core.ipynb #923c7bd4
+def format_score(v) -> str:
+    "A score for reading: 3 decimals, 3 significant digits below 0.1, scientific notation when tiny or huge, '–' for NaN."
+    v = float(v)
+    if math.isnan(v): return '–'
+    if v == 0: return '0'
+    if 0.1 <= abs(v) < 1e5: return f'{v:.3f}'
+    if 1e-4 <= abs(v) < 0.1: return f'{v:.3g}'
+    return f'{v:.2e}'
 
 # %% ../../nbs/20_views.core.ipynb #a2f18c6e
 from ..core import in_notebook  # noqa: F401  (the views import it from here)
@@ -57,13 +75,54 @@ def png_data_uri(image) -> str:
     import base64
     return 'data:image/png;base64,' + base64.b64encode(png_bytes(image)).decode('ascii')
 
+# %% ../../nbs/20_views.core.ipynb #e5909325
+TRUST_HINT = 'Simplified view: trust the notebook, or rerun the cell, to see the full one.'
+RERUN_HINT = 'A static copy of an interactive view: rerun the cell to get the widget back.'
+HINT_STYLE = 'color:#59636e;font-size:12px;margin:4px 0'
+
+def svg_image(svg: str,  # a standalone drawing: `<svg xmlns="http://www.w3.org/2000/svg" width=.. height=..>...`
+              alt: str,  # what the image shows, in words (shown where images are dropped)
+              ) -> str:
+    "`svg` as an `<img>` with a base64 `data:` URI, at its size but never wider than its column."
+    root = re.match(r'<svg\b[^>]*>', svg)
+    size = {k: re.search(rf'\s{k}="([\d.]+)(?:px)?"', root.group(0)) for k in ('width', 'height')} if root else {}
+    if not root or 'xmlns="http://www.w3.org/2000/svg"' not in root.group(0) or not all(size.values()):
+        raise ValueError(f"svg_image needs a standalone <svg xmlns=\"http://www.w3.org/2000/svg\" width=.. height=..>, "
+                         f"got {svg[:80]!r}")
+    uri = 'data:image/svg+xml;base64,' + base64.b64encode(svg.encode('utf-8')).decode('ascii')
+    return (f'<img src="{uri}" width="{size["width"].group(1)}" height="{size["height"].group(1)}" alt="{esc(alt)}" '
+            'style="max-width:100%;height:auto">')
+
+# %% ../../nbs/20_views.core.ipynb #1896ad82
+def static_html(rich: str,  # the view's HTML (its own `<style>`, inline `<svg>`)
+                plain: str | None = None,  # what shows without styles; None: `rich` reads well without them
+                live: bool = False,  # a widget follows in an output of its own (see `WidgetView`)
+                uid: str | None = None,  # the id scoping the block's rules (default: a fresh random one)
+                ) -> str:
+    "A view as one block of HTML that reads well whether the page keeps its `<style>` (trusted) or strips it."
+    uid = uid or secrets.token_hex(4)
+    s = f'.dc-s-{uid}'
+    rules = [f'{s}>.dc-rich{{display:block!important}}', f'{s}>.dc-plain,{s} .dc-unstyled{{display:none!important}}']
+    if live: rules += _widget_rules(uid)
+    body = rich if plain is None else (f'<div class="dc-rich" hidden="hidden" style="display:none">{rich}</div>'
+                                       f'<div class="dc-plain">{plain}</div>')
+    rerun = f'<div class="dc-rerun" hidden="hidden" style="display:none;{HINT_STYLE}">{esc(RERUN_HINT)}</div>' if live else ''
+    hint = f'<div class="dc-unstyled dc-hint" style="{HINT_STYLE}">{esc(TRUST_HINT)}</div>'
+    return f'<div class="dnn-cool-static dc-s-{uid}"><style>{"".join(rules)}</style>{rerun}{body}{hint}</div>'
+
 # %% ../../nbs/20_views.core.ipynb #cad2bda9
 class View:
-    "A static view: `to_html()` (inline SVG/HTML, no script) and a `text/plain` repr."
+    "A static view: `to_html()` (HTML/SVG, no script), `plain_html()` for pages that strip styles, and a `text/plain` repr."
     def to_html(self) -> str: raise NotImplementedError
-    def _repr_html_(self) -> str: return self.to_html()
+    def plain_html(self) -> str | None:
+        "What shows where a sanitizer strips `<style>` and `<svg>`; None: `to_html()` reads well without them."
+        return None
+    def static_html(self, live: bool = False, uid: str | None = None) -> str:
+        "The view as one self-contained block of HTML (see `static_html`)."
+        return static_html(self.to_html(), self.plain_html(), live, uid)
+    def _repr_html_(self) -> str: return self.static_html()
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {'text/plain': repr(self), 'text/html': self.to_html()}
+        return {'text/plain': repr(self), 'text/html': self.static_html()}
 
 def wrap(body: str, css: str = '', cls: str = '') -> str:
     "`body` inside the views' scoping `<div class=\"dnn-cool ...\">`, with `css` (rules scoped by the caller) before it."
@@ -107,13 +166,48 @@ class WidgetView(View):
         "`widget.observe(self.guard(fn), names=names)`."
         widget.observe(self.guard(fn), names=names)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        bundle = super()._repr_mimebundle_(include, exclude)
-        if in_notebook():
-            view = self.widget._repr_mimebundle_() or {}  # ipywidgets 8 takes keywords only
-            bundle.update({k: v for k, v in view.items() if k != 'text/plain'})
-        return bundle
-
     def _ipython_display_(self):
         from IPython.display import display
-        display(self._repr_mimebundle_(), raw=True)
+        for bundle in self.display_bundles(): display(bundle, raw=True)
+
+# %% ../../nbs/20_views.core.ipynb #9bf2515b
+def _widget_rules(uid: str) -> list[str]:
+    "The CSS relating static block `uid` to the widget output displayed right after it."
+    live = f'.dc-live-{uid}:not(.jupyter-widgets-disconnected)'
+    mine = f'.jp-OutputArea-child:has(>.jp-OutputArea-output>.dc-s-{uid})'  # JupyterLab's and Notebook 7's output
+    return [f'.jp-OutputArea:has({live})>{mine},body:has({live}) .dc-s-{uid}{{display:none}}',  # live: the widget replaces the block
+            f'{mine}+.jp-OutputArea-child:not(:has({live})){{display:none}}',  # not live: hide its error, or its dead copy ...
+            f'.jp-OutputArea:not(:has({live})) .dc-s-{uid}>.dc-rerun{{display:block!important}}']  # ... and say why
+
+def one_output_front_end() -> bool:
+    "Does the front end render each output in a frame of its own (Colab), where a widget must carry its static view?"
+    return 'google.colab' in sys.modules
+
+@patch
+def display_bundles(self: WidgetView) -> list[dict]:
+    "The outputs displaying this view makes: its static view outside a kernel; in one, the static view, then the widget."
+    if not in_notebook(): return [self._repr_mimebundle_()]
+    widget = {k: v for k, v in (self.widget._repr_mimebundle_() or {}).items() if k != 'text/plain'}  # ipywidgets 8: keywords only
+    if one_output_front_end(): return [{**self._repr_mimebundle_(), **widget}]
+    uid = secrets.token_hex(4)
+    self.widget.add_class(f'dc-live-{uid}')
+    return [{'text/plain': repr(self), 'text/html': self.static_html(live=True, uid=uid)}, {**widget, 'text/plain': ''}]
+
+# %% ../../nbs/20_views.core.ipynb #d81d418d
+def view_bundle(make_view: Callable[[], View], text: Callable[[], str], include=None, exclude=None) -> dict:
+    "The static bundle of `make_view()`; its `text()` with a warning if drawing it fails."
+    try: return make_view()._repr_mimebundle_(include, exclude)
+    except Exception as e:
+        warnings.warn(f'dnn_cool.views could not draw this ({type(e).__name__}: {e}); showing its text instead')
+        return {'text/plain': text()}
+
+def show_view(make_view: Callable[[], View], text: Callable[[], str]):
+    "Display `make_view()` as a view displays (`WidgetView.display_bundles`); its `text()` with a warning if that fails."
+    from IPython.display import display
+    try:
+        view = make_view()
+        bundles = view.display_bundles() if isinstance(view, WidgetView) else [view._repr_mimebundle_()]
+    except Exception as e:
+        warnings.warn(f'dnn_cool.views could not draw this ({type(e).__name__}: {e}); showing its text instead')
+        bundles = [{'text/plain': text()}]
+    for bundle in bundles: display(bundle, raw=True)

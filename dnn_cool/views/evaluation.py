@@ -10,11 +10,11 @@ import pandas as pd
 from fastcore.basics import patch
 
 from ..flow import TaskFlow
-from .core import WidgetView, esc, wrap
-from .flow import format_score
+from .core import WidgetView, esc, format_score, wrap
 
 # %% auto #0
-__all__ = ['EVALUATION_COLUMNS', 'ALL_FLOWS', 'FLOW_ORDER', 'evaluation_summary', 'evaluation_details', 'EvaluationView']
+__all__ = ['EVALUATION_COLUMNS', 'HEADERS', 'ALL_FLOWS', 'FLOW_ORDER', 'evaluation_summary', 'evaluation_details',
+           'EvaluationView']
 
 # %% ../../nbs/20b_views.evaluation.ipynb #896a9941
 EVALUATION_COLUMNS = ['task_path', 'metric_name', 'metric_res', 'num_samples']
@@ -94,9 +94,10 @@ _EVAL_CSS = """
 .dnn-cool.dc-eval tr,.dnn-cool.dc-eval th,.dnn-cool.dc-eval td{padding:3px 8px;border:0;border-bottom:1px solid #eaeef2;text-align:right;vertical-align:bottom;white-space:nowrap;line-height:1.4;max-width:none}
 .dnn-cool.dc-eval tbody tr:nth-child(n){background:#fff}
 .dnn-cool.dc-eval tbody tr:nth-child(n):not(.dc-group):not(.dc-head):hover{background:#f6f8fa}
-.dnn-cool.dc-eval tr.dc-head th{font-weight:600;font-size:11.5px;color:#424a53;border-bottom:1px solid #d0d7de;white-space:normal;min-width:52px;max-width:92px;line-height:1.2;padding-top:6px}
+.dnn-cool.dc-eval tr.dc-head th{font-weight:600;font-size:11.5px;color:#424a53;border-bottom:1px solid #d0d7de;white-space:nowrap;min-width:40px;line-height:1.2;padding-top:6px;cursor:help}
 .dnn-cool.dc-eval th.dc-task,.dnn-cool.dc-eval td.dc-task{text-align:left;white-space:nowrap;max-width:none;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 .dnn-cool.dc-eval tr.dc-group th{text-align:left;background:#f3f5f8;color:#1f2328;font:600 12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;padding-top:6px;border-top:1px solid #d0d7de}
+.dnn-cool.dc-eval td.dc-task.dc-in{padding-left:18px}
 .dnn-cool.dc-eval .dc-prefix,.dnn-cool.dc-eval .dc-na{color:#8c959f}
 .dnn-cool.dc-eval .dc-fewer{color:#9a6700;font-size:10px;margin-left:1px}
 .dnn-cool.dc-eval .dc-caption{font-weight:600;margin:2px 0}
@@ -104,17 +105,21 @@ _EVAL_CSS = """
 .dnn-cool.dc-eval summary{cursor:pointer;color:#424a53}
 """
 
-def _header(name: str) -> str:
-    "A metric's name as a column header: breaks allowed after underscores, the exact name on hover."
-    return f'<th class="dc-metric" title="{esc(name)}" align="right">{"_<wbr>".join(esc(p) for p in str(name).split("_"))}</th>'
+HEADERS = {'accuracy': 'accuracy', 'f1_score': 'F1', 'mean_absolute_error': 'MAE', 'mean_absolute_error_normalised': 'MAE norm.',
+           'root_mean_squared_error': 'RMSE', 'r2_score': 'R²', 'subset_accuracy': 'subset acc.', 'accuracy_1': 'top-1',
+           'accuracy_3': 'top-3', 'accuracy_5': 'top-5'}  # short column headers; others show their name
 
-def _task_cell(path: str, label: str | None = None) -> str:
-    "The full path, its flow part in grey; a class or label after it, when the row is one."
+def _header(name: str) -> str:
+    "A metric's column header: a short caption, the exact name on hover."
+    return f'<th class="dc-metric" title="{esc(name)}" align="right">{esc(HEADERS.get(name, name))}</th>'
+
+def _task_cell(path: str, label: str | None = None, in_flow: bool = False) -> str:
+    "The task under its flow's title row (`in_flow`: its name; else its full path, the flow part in grey), and its class."
     prefix, _, leaf = path.rpartition('.')
-    shown = (f'<span class="dc-prefix">{esc(prefix)}.</span>' if prefix else '') + f'<b>{esc(leaf)}</b>'
+    shown = (f'<span class="dc-prefix">{esc(prefix)}.</span>' if prefix and not in_flow else '') + f'<b>{esc(leaf)}</b>'
     if label is not None: shown += f' <span class="dc-prefix">/</span> {esc(label)}'
     full = path if label is None else f'{path} / {label}'
-    return f'<td class="dc-task" align="left" title="{esc(full)}">{shown}</td>'
+    return f'<td class="dc-task{" dc-in" if in_flow else ""}" align="left" title="{esc(full)}">{shown}</td>'
 
 def _score_cell(value, n_behind, n_task, metric: str, path: str) -> str:
     if pd.isna(value): return f'<td class="dc-num dc-na" align="right" title="{esc(metric)} of {esc(path)}: no sample counted">–</td>'
@@ -123,33 +128,25 @@ def _score_cell(value, n_behind, n_task, metric: str, path: str) -> str:
     mark = '<span class="dc-fewer">*</span>' if fewer else ''
     return f'<td class="dc-num" align="right" title="{esc(hint)}">{esc(format_score(value))}{mark}</td>'
 
-def _table(summary: pd.DataFrame, present: dict, behind: dict, root: str, first: str = 'task', ordered: bool = False) -> str:
-    """The summary as one HTML table: a title row per flow, and a header row wherever the metrics change, so each
-    run of tasks of one kind shows just its own metrics. `present[task]` lists its metrics as the long table does
-    (`ordered`: in the summary's column order instead), `behind[(task, metric)]` the samples each was computed on;
-    `first` heads the first column."""
-    metrics = [c for c in summary.columns if c not in ('flow', 'num_samples')]
-    def mine(key):
-        return [m for m in metrics if m in present[key]] if ordered else [m for m in present[key] if m in metrics]
-    width = 2 + max((len(mine(k)) for k in summary.index), default=0)
-    body, group, header = [], None, None
+def _table(summary: pd.DataFrame, present: dict, behind: dict, root: str, first: str = 'task') -> str:
+    """The summary as one HTML table: one header row (the summary's metric columns that a row shown has), a title row
+    per flow, a row per task with an empty cell under the metrics it doesn't have. `present[key]` lists a row's
+    metrics, `behind[(key, metric)]` the samples each was computed on; `first` heads the first column."""
+    metrics = [c for c in summary.columns if c not in ('flow', 'num_samples') and any(c in present[k] for k in summary.index)]
+    width = 2 + len(metrics)
+    head = (f'<thead><tr class="dc-head"><th class="dc-task" align="left">{esc(first)}</th>'
+            f'<th title="num_samples" align="right">samples</th>{"".join(_header(m) for m in metrics)}</tr></thead>')
+    body, group = [], None
     for key, row in summary.iterrows():  # key: a task path, or (task path, class) in the details
         path, label = (key, None) if isinstance(key, str) else key
         if row['flow'] != group:
-            group, header = row['flow'], None
+            group = row['flow']
             body.append(f'<tr class="dc-group"><th colspan="{width}" align="left">{esc(group or root)}</th></tr>')
-        shown = mine(key)
-        if shown != header:
-            header = shown
-            body.append(f'<tr class="dc-head"><th class="dc-task" align="left">{esc(first)}</th>'
-                        f'<th title="num_samples" align="right">samples</th>' + ''.join(_header(m) for m in shown)
-                        + '<th></th>' * (width - 2 - len(shown)) + '</tr>')
-        n = int(row['num_samples'])
-        cells = ''.join(_score_cell(row[m], behind.get((key, m)), n, m, path if label is None else f'{path} / {label}')
-                        for m in shown)
-        body.append(f'<tr>{_task_cell(path, label)}<td class="dc-num" align="right">{n}</td>{cells}'
-                    + '<td></td>' * (width - 2 - len(shown)) + '</tr>')
-    return f'<div class="dc-scroll"><table><tbody>{"".join(body)}</tbody></table></div>'
+        n, name = int(row['num_samples']), path if label is None else f'{path} / {label}'
+        cells = ''.join(_score_cell(row[m], behind.get((key, m)), n, m, name) if m in present[key] else '<td></td>'
+                        for m in metrics)
+        body.append(f'<tr>{_task_cell(path, label, bool(group))}<td class="dc-num" align="right">{n}</td>{cells}</tr>')
+    return f'<div class="dc-scroll"><table>{head}<tbody>{"".join(body)}</tbody></table></div>'
 
 # %% ../../nbs/20b_views.evaluation.ipynb #95d3e5a3
 class EvaluationView(WidgetView):
@@ -178,7 +175,7 @@ class EvaluationView(WidgetView):
         "The table of `summary` (default: every task), with the per-class scores of its tasks under it."
         summary = self.summary if summary is None else summary
         if not len(summary): return '<div class="dc-empty">No task matches.</div>'
-        html = _table(summary, self._present, self._behind, self.root, ordered=self.metrics is not None)
+        html = _table(summary, self._present, self._behind, self.root)
         if any(self._behind.get((p, m), n) != n for p, n in summary['num_samples'].items() for m in self._present[p]):
             html += '<div class="dc-na">* computed on fewer samples than the task (hover for the count)</div>'
         details = self.details[self.details.index.get_level_values(0).isin(summary.index)]
@@ -233,7 +230,7 @@ def build(self: EvaluationView):
     self.sort_picker = ipywidgets.Dropdown(options=[FLOW_ORDER] + columns, value=FLOW_ORDER, description='sort by')
     self.search = ipywidgets.Text(value='', placeholder='task path contains…', description='search')
     self.table = ipywidgets.HTML(self.table_html())
-    self.table.add_class('dc-eval')
+    self.table.add_class('dnn-cool'); self.table.add_class('dc-eval')  # the table's CSS is scoped by both
     for control in (self.flow_picker, self.sort_picker, self.search): self.observe(control, self._update, names=['value'])
     caption = [ipywidgets.HTML(f'<b>{esc(self.title)}</b>')] if self.title else []
     style = ipywidgets.HTML(f'<style>{_EVAL_CSS}</style>')  # the table's CSS, once (its rules are scoped by .dc-eval)

@@ -19,7 +19,7 @@ from ..flow import TaskFlow
 from ..losses import FlowLoss
 from ..module import find_flow
 from ..tensorboard import is_image_batch
-from .core import WidgetView, as_uint8_image, esc, png_data_uri, wrap
+from .core import WidgetView, as_uint8_image, esc, png_data_uri, static_html, wrap
 
 # %% auto #0
 __all__ = ['CSS', 'FILTERS', 'agreement', 'tree_html', 'sample_html', 'explanations_html', 'ExplanationExplorer']
@@ -73,7 +73,8 @@ CSS = """
 .dnn-explain .sname{font-weight:600}
 .dnn-explain .fname{font-weight:600}
 .dnn-explain .meta{color:rgba(120,120,120,1);font-size:12px;margin-left:.6em}
-.dnn-explain ul{list-style:none;margin:0 0 2px .35em;padding:0 0 0 1.05em;border-left:1px solid rgba(128,128,128,.3)}
+.dnn-cool.dnn-explain ul{list-style:none;margin:0 0 2px .35em;padding:0 0 0 1.05em;border-left:1px solid rgba(128,128,128,.3)}
+.dnn-cool.dnn-explain li{list-style:none}
 .dnn-explain li{margin:0;padding:1px 4px;border-radius:3px}
 .dnn-explain .raw{white-space:normal}
 .dnn-explain .raw>span{display:inline-block;white-space:nowrap}
@@ -140,6 +141,8 @@ def _meta(tasks: int, right: int, wrong: int, what: str = '') -> str:
     if wrong: out += f' · <span class="bad">{wrong} ✗</span>'
     return out
 
+_UL = 'list-style:none;margin:0 0 2px .35em;padding:0 0 0 1.05em'  # inline too: it holds where the CSS is stripped, and beats JupyterLab's `ul ul`
+
 def tree_html(tree: ExplanationNode,  # from `explain` / `explain_batch`
               show_hidden: bool = True,  # draw the branches the cascade cut, greyed (where the tree kept them)
               focus: str | None = None,  # a task path to highlight
@@ -159,7 +162,7 @@ def tree_html(tree: ExplanationNode,  # from `explain` / `explain_batch`
             unfold = ' open' if not c.hidden or (focus or '').startswith(c.path + '.') else ''  # a cut flow starts folded
             out.append(f'<li class="{cls}" data-path="{esc(c.path)}"><details{unfold}><summary><span class="fname">{esc(c.name)}</span>{tag}'
                        f'<span class="meta">{_meta(drawn, right, wrong)}</span></summary>{nodes(c)}</details></li>')
-        return f'<ul>{"".join(out)}</ul>' if out else ''
+        return f'<ul style="{_UL}">{"".join(out)}</ul>' if out else ''
     return nodes(tree)
 
 # %% ../../nbs/20f_views.explanations.ipynb #bbf76417
@@ -188,7 +191,8 @@ def sample_html(tree: ExplanationNode,  # one sample's explanation
         tasks = f'{cut} tasks' if cut != 1 else '1 task'
         note += ('<br/>' if note else '') + f'{tasks} the cascade did not run (a precondition false by the predictions) not shown'
     notes = f'<div class="note">{note}</div>' if note else ''
-    inner = f'<div class="panel">{_image_html(image, head)}<div class="tree">{body}</div></div>' if image is not None else body
+    inner = (f'<div class="panel" style="display:flex;column-gap:14px;align-items:flex-start">{_image_html(image, head)}'  # inline: kept untrusted
+             f'<div class="tree">{body}</div></div>' if image is not None else body)
     return (f'<details class="sample"{" open" if open else ""} data-sample="{esc(tree.sample)}"><summary><span class="sname">{esc(head)}</span>'
             f'<span class="meta">{meta}</span></summary>{notes}{inner}</details>')
 
@@ -201,10 +205,10 @@ def explanations_html(trees: Sequence[ExplanationNode],  # e.g. `explain_batch(.
     return wrap(boxes or '<div class="note">no explanations</div>', CSS, 'dnn-explain')
 
 @patch
-def _repr_html_(self: ExplanationNode): return wrap(sample_html(self), CSS, 'dnn-explain')
+def _repr_html_(self: ExplanationNode): return static_html(wrap(sample_html(self), CSS, 'dnn-explain'))
 
 @patch
-def _repr_html_(self: Explanations): return explanations_html(self)
+def _repr_html_(self: Explanations): return static_html(explanations_html(self))
 
 # %% ../../nbs/20f_views.explanations.ipynb #4b63754a
 FILTERS = {'all': 'all samples', 'misclassified': 'misclassified on', 'precondition_false': 'precondition false for',
@@ -319,7 +323,9 @@ def pick(self: ExplanationExplorer, index: int | None = None,  # a dataset index
         fits = self.tasks_for(f)
         if f == 'all': t = None
         elif task is not None: t = task
-        else: t = self.task if self.task in fits else (fits[0] if fits else None)  # keep the task where it fits
+        else:  # keep the task where it fits and picks a sample, else the first that does
+            full = [p for p in fits if len(self.selection(f, p))]
+            t = self.task if self.task in full else full[0] if full else self.task if self.task in fits else fits[0] if fits else None
         self.selection(f, t)  # fails here, before anything changes, on a bad filter or task
         self.filter, self.task, self.position = f, t, 0
     if index is not None:
@@ -427,7 +433,7 @@ def _sync(self: ExplanationExplorer):
         self.filter_box.value = self.filter
         self.task_box.options = self.tasks_for(self.filter)
         self.task_box.value = self.task
-        self.task_box.disabled = self.filter == 'all'
+        self.task_box.layout.display = 'none' if self.filter == 'all' else None  # no empty box for 'all samples'
         self.position_box.max = max(n, 1)
         self.position_box.value = self.position + 1
         self.position_box.disabled = self.prev_button.disabled = self.next_button.disabled = n < 2

@@ -8,56 +8,23 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-import unicodedata
-import warnings
-from dataclasses import dataclass, field
+import weakref
 from typing import Iterable
 
 from fastcore.basics import patch
 
-from ..flow import ALL_INPUTS, And, Condition, Not, Project, Ref, TaskFlow, rebase_condition
-from ..tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
-                            MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, Task,
-                            task_threshold)
-from .core import View, WidgetView, esc, wrap
+from ..flow import Project, TaskFlow
+from ..tasks import BoundedRegressionTask, MultilabelClassificationTask, task_threshold
+from .core import View, WidgetView, esc, format_score, show_view, svg_image, view_bundle, wrap
+from .flow_layout import (CAP, HEADER_H, ICON_W, ICONS, MONOSPACE, NAME_SIZE, SUB_SIZE, TITLE_SIZE,
+                                        EdgeLayout, FlowLayout, GroupLayout, JunctionLayout, NodeLayout, TaskStyle,
+                                        _ancestors, _checked_folds, folded_geometry, layout_flow, task_style, text_width)
 
 # %% auto #0
-__all__ = ['TASK_STYLES', 'ICONS', 'NEUTRAL_FILL', 'NEUTRAL_STROKE', 'MONOSPACE', 'CHAR_EM', 'NAME_SIZE', 'SUB_SIZE',
-           'TITLE_SIZE', 'NODE_H', 'NODE_MIN_W', 'ICON_W', 'TEXT_PAD', 'NODE_GAP', 'PAD', 'HEADER_H', 'CAP', 'ROW_GAP',
-           'TRACK_TOP', 'TRACK_GAP', 'SINK_GAP', 'JUNCTION_W', 'JUNCTION_H', 'LANE_GAP', 'ENTRY_DX', 'LEGEND_ROW',
-           'EDGE_COLOR', 'NOT_COLOR', 'SELECTED_COLOR', 'FRAME_FILLS', 'FRAME_STROKE', 'JUNCTION_STYLES', 'HINT',
-           'TaskStyle', 'task_style', 'text_width', 'Box', 'NodeLayout', 'GroupLayout', 'JunctionLayout', 'EdgeLayout',
-           'LegendItem', 'FlowLayout', 'layout_flow', 'folded_geometry', 'format_score', 'task_facts', 'flow_svg',
-           'FlowView', 'flow_widget_class', 'ProjectView']
+__all__ = ['EDGE_COLOR', 'NOT_COLOR', 'SELECTED_COLOR', 'FRAME_FILLS', 'FRAME_STROKE', 'JUNCTION_STYLES', 'HINT', 'task_facts',
+           'flow_svg', 'flow_image', 'FlowView', 'flow_widget_class', 'refresh_flow_views', 'ProjectView']
 
-# %% ../../nbs/20a_views.flow.ipynb #1a60b17b
-@dataclass(frozen=True)
-class TaskStyle:
-    "How a kind of task is drawn."
-    kind: str  # the word under the task's name, e.g. 'binary'
-    fill: str
-    stroke: str
-    icon: str  # one of ICONS
-    legend: str = ''  # the longer word in the legend (default: `kind`)
-
-TASK_STYLES = (  # most specific first: a subclass of a built-in task is drawn as its base
-    (MaskedLanguageModelingTask, TaskStyle('masked LM', '#e3f4f5', '#12808a', 'tokens', 'masked language model')),
-    (BinaryClassificationTask, TaskStyle('binary', '#e8effc', '#2f62c9', 'binary')),
-    (MultilabelClassificationTask, TaskStyle('multilabel', '#fdf0e1', '#bf6510', 'multilabel')),
-    (ClassificationTask, TaskStyle('classification', '#e5f4e9', '#26803f', 'classes')),
-    (BoundedRegressionTask, TaskStyle('bounded', '#f1eafb', '#7447b8', 'bounded', 'bounded regression')),
-    (RegressionTask, TaskStyle('regression', '#fbe8f1', '#b5386f', 'regression')),
-)
-ICONS = ('binary', 'classes', 'multilabel', 'bounded', 'regression', 'tokens', 'custom')
-NEUTRAL_FILL, NEUTRAL_STROKE = '#f1f2f4', '#6e7781'
-
-def task_style(task: ITask) -> TaskStyle:
-    "The style of `task`: its built-in kind's, or a neutral one named after its class (custom `ITask`s, plain `Task`s)."
-    for cls, style in TASK_STYLES:
-        if isinstance(task, cls): return style
-    kind = 'task' if type(task) is Task else type(task).__name__
-    return TaskStyle(kind, NEUTRAL_FILL, NEUTRAL_STROKE, 'custom', f'{kind} (custom)' if kind != 'task' else 'plain Task')
-
+# %% ../../nbs/20a_views.flow.ipynb #944bae29
 def _icon(icon: str, x: float, y: float, color: str) -> str:
     "The 14x14 icon `icon` with its top-left corner at (x, y)."
     line = f'stroke="{color}" fill="none" stroke-width="1.4"'
@@ -81,483 +48,7 @@ def _icon(icon: str, x: float, y: float, color: str) -> str:
                        + (f'fill="{color}"/>' if i == 1 else f'{line}/>') for i in range(3))
     return f'<path d="M{x + 7} {y + 1.5}L{x + 12.5} {y + 7}L{x + 7} {y + 12.5}L{x + 1.5} {y + 7}Z" {line}/>'  # a hollow diamond
 
-# %% ../../nbs/20a_views.flow.ipynb #ef5e97ab
-MONOSPACE = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', 'Liberation Mono', monospace"
-CHAR_EM = 0.62  # advance of a monospace glyph in em, with a margin over the fonts above
-
-def text_width(text: str, size: float) -> float:
-    "Width in px of `text` in a monospace font of `size` px (wide East Asian characters take two cells, combining marks none)."
-    cells = sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in 'WF' else 1 for ch in str(text))
-    return cells * CHAR_EM * size
-
-# %% ../../nbs/20a_views.flow.ipynb #88f5b6e5
-NAME_SIZE, SUB_SIZE, TITLE_SIZE = 12, 10, 12  # font sizes (px): task name, the line under it, flow titles
-NODE_H, NODE_MIN_W = 38, 96  # task boxes
-ICON_W, TEXT_PAD = 26, 10  # text starts after the icon; room kept after the longest line
-NODE_GAP = 14  # between the boxes of a row
-PAD, HEADER_H, CAP = 12, 26, 6  # a frame's padding, its title bar, its rounded bottom
-ROW_GAP = 18  # between two rows no edge joins
-TRACK_TOP, TRACK_GAP = 9, 7  # horizontal edge tracks in a channel
-SINK_GAP = 22  # the last stretch of an edge, above what it points at (room for the arrow and a "not" tag)
-JUNCTION_W, JUNCTION_H = 34, 16
-LANE_GAP = 8  # vertical lanes in a frame's left gutter, for edges that skip rows
-ENTRY_DX = 26  # nearest an edge enters a nested flow's frame to its sides
-
-@dataclass(frozen=True)
-class Box:
-    "An axis-aligned rectangle in px; `x, y` is its top-left corner."
-    x: float
-    y: float
-    w: float
-    h: float
-    @property
-    def right(self) -> float: return self.x + self.w
-    @property
-    def bottom(self) -> float: return self.y + self.h
-    @property
-    def cx(self) -> float: return self.x + self.w / 2
-    def overlaps(self, other: Box) -> bool:
-        "Do the interiors intersect? (Boxes that only touch do not.)"
-        return self.x < other.right and other.x < self.right and self.y < other.bottom and other.y < self.bottom
-    def inside(self, other: Box) -> bool:
-        "Is this box within `other` (borders may touch)?"
-        return other.x <= self.x and self.right <= other.right and other.y <= self.y and self.bottom <= other.bottom
-
-# %% ../../nbs/20a_views.flow.ipynb #118ccc0d
-@dataclass
-class NodeLayout:
-    "A task of the drawing."
-    path: str  # its dotted path in the flow
-    name: str
-    task: ITask
-    input_key: str  # the batch key it reads (after nested flows map their inputs)
-    group: str  # the path of the flow framed around it ('' for the root)
-    condition: Condition | None  # all it requires (its flows' conditions too), paths absolute
-    style: TaskStyle
-    box: Box
-    lines: tuple  # the name, and the line under it
-
-@dataclass
-class GroupLayout:
-    "A flow of the drawing, framed: the root ('') or a nested flow."
-    path: str
-    name: str
-    parent: str | None
-    depth: int  # 0 for the root
-    box: Box
-    input_key: str  # what its parent passes it: a key, or ALL_INPUTS
-    condition: Condition | None  # its own condition, paths absolute
-    tasks: tuple  # the paths of every task inside it
-    info: str  # the text after its title
-    @property
-    def fold_top(self) -> float: return self.box.y + HEADER_H  # folded, a frame keeps its title bar ...
-    @property
-    def fold_bottom(self) -> float: return self.box.bottom - CAP  # ... and its rounded bottom
-    @property
-    def fold_height(self) -> float: return self.fold_bottom - self.fold_top  # what folding it takes away
-
-@dataclass
-class JunctionLayout:
-    "An AND or OR of several conditions."
-    id: str  # '<flow path>#<n>'
-    op: str  # 'and' or 'or'
-    group: str
-    box: Box
-    condition: Condition  # what it computes, paths absolute
-
-@dataclass
-class EdgeLayout:
-    "A precondition: from a task (or junction) to the task, flow or junction that requires it."
-    source: str  # a task path or junction id
-    target: str  # a task path, flow path or junction id
-    negated: bool  # `~`: the target requires the source to be false
-    group: str  # the flow it is drawn in
-    points: list  # the orthogonal polyline, (x, y) pairs, from the source's bottom to the target's top
-
-@dataclass
-class LegendItem:
-    "One entry of the legend: a task kind, an edge style or a junction."
-    what: str  # 'task', 'requires', 'not', 'and' or 'or'
-    word: str
-    style: TaskStyle | None
-    box: Box
-
-@dataclass
-class FlowLayout:
-    "A flow laid out for drawing, top-down, in px."
-    flow: TaskFlow
-    nodes: dict  # task path -> NodeLayout, in flow order
-    groups: dict  # flow path -> GroupLayout, '' the root, parents before children
-    junctions: dict  # id -> JunctionLayout
-    edges: list  # of EdgeLayout
-    legend: list  # of LegendItem
-    width: float
-    height: float  # of the whole drawing, legend included
-    show_keys: bool  # do the boxes name their input key (the flow reads several)?
-
-# %% ../../nbs/20a_views.flow.ipynb #ff539d38
-@dataclass
-class _Wire:
-    source: str | int  # a sibling's name, or the index of a junction
-    negated: bool
-
-@dataclass
-class _Junction:
-    op: str  # 'and' / 'or'
-    inputs: list  # of _Wire
-    level: int  # 1: feeds the target; 2: feeds a level-1 junction; ...
-    target: str  # the sibling it serves
-    cond: Condition
-
-def _wire(cond: Condition, target: str, level: int, junctions: list) -> _Wire:
-    "The wire carrying `cond` to `target`; `&` / `|` append junctions to `junctions` (parents before their inputs)."
-    if isinstance(cond, Ref): return _Wire(cond.path, False)
-    if isinstance(cond, Not):
-        inner = _wire(cond.cond, target, level, junctions)
-        return _Wire(inner.source, not inner.negated)
-    flat = []
-    def gather(c):  # associativity: (a & b) & c is a single AND
-        if type(c) is type(cond):
-            for d in c.conds: gather(d)
-        else: flat.append(c)
-    gather(cond)
-    junction = _Junction('and' if isinstance(cond, And) else 'or', [], level, target, cond)
-    junctions.append(junction)
-    index = len(junctions) - 1
-    junction.inputs = [_wire(c, target, level + 1, junctions) for c in flat]
-    return _Wire(index, False)
-
-# %% ../../nbs/20a_views.flow.ipynb #5398bca7
-def _layers(flow: TaskFlow) -> dict:
-    "Each child's layer: 0 without a condition, else one more than the deepest sibling its condition names."
-    layer = {}
-    for child in flow.nodes:
-        refs = child.condition.paths() if child.condition is not None else []
-        layer[child.name] = 1 + max(layer[r] for r in refs) if refs else 0
-    return layer
-
-def _wrap(names: list, widths: dict | None, max_w: float) -> list:
-    "`names` in as few rows as fit in `max_w`, balanced; one row when `widths` is None."
-    if widths is None: return [list(names)]
-    def greedy(per_row):
-        rows, row, w = [], [], 0.0
-        for n in names:
-            if row and (w + NODE_GAP + widths[n] > max_w or len(row) == per_row):
-                rows.append(row); row, w = [], 0.0
-            w += (NODE_GAP if row else 0) + widths[n]
-            row.append(n)
-        return rows + [row]
-    rows = greedy(len(names))
-    if len(rows) > 1:
-        balanced = greedy(math.ceil(len(names) / len(rows)))
-        if len(balanced) == len(rows): rows = balanced
-    return rows
-
-def _rows(flow: TaskFlow, widths: dict | None, max_w: float) -> list:
-    "Rows of child names: by layer, in definition order; a nested flow on a row of its own; tasks wrapped at `max_w`."
-    layer, rows = _layers(flow), []
-    for depth in sorted(set(layer.values())):
-        run = []
-        for child in flow.nodes:
-            if layer[child.name] != depth: continue
-            if isinstance(child.target, TaskFlow):
-                if run: rows.extend(_wrap(run, widths, max_w)); run = []
-                rows.append([child.name])
-            else: run.append(child.name)
-        if run: rows.extend(_wrap(run, widths, max_w))
-    return rows
-
-# %% ../../nbs/20a_views.flow.ipynb #ca0e237b
-@dataclass
-class _TaskBlock:
-    name: str
-    path: str
-    fnode: object  # its FlowNode
-    input_key: str
-    lines: tuple
-    style: TaskStyle
-    w: float
-    h: float = NODE_H
-    box: Box | None = None
-    is_flow = False
-
-@dataclass
-class _FlowBlock:
-    name: str
-    path: str
-    flow: TaskFlow
-    fnode: object  # its FlowNode in the parent; None for the root
-    depth: int
-    info: str = ''
-    children: dict = field(default_factory=dict)  # child name -> block
-    rows: list = field(default_factory=list)  # of lists of child names
-    junctions: list = field(default_factory=list)  # of _Junction
-    wires: dict = field(default_factory=dict)  # sink -> _Wire; a sink is a child's name or (junction index, input index)
-    lanes: list = field(default_factory=list)  # source names with an edge that skips rows
-    channels: list = field(default_factory=list)  # per gap between rows: (departing sources, arriving sources, junction depth)
-    w: float = 0
-    h: float = 0
-    box: Box | None = None
-    is_flow = True
-    @property
-    def gutter(self) -> float: return len(self.lanes) * LANE_GAP + (6 if self.lanes else 0)
-    def row_of(self) -> dict: return {c: i for i, row in enumerate(self.rows) for c in row}
-    def sink_row(self, sink, row_of) -> int:
-        "The row whose top the sink sits above."
-        return row_of[sink] if isinstance(sink, str) else row_of[self.junctions[sink[0]].target]
-
-def _wiring(fb: _FlowBlock, rows: list):
-    "Set `fb`'s rows, junctions, wires, lanes and what each channel carries."
-    fb.rows, fb.junctions, fb.wires = rows, [], {}
-    for child in fb.flow.nodes:
-        if child.condition is not None: fb.wires[child.name] = _wire(child.condition, child.name, 1, fb.junctions)
-    for i, j in enumerate(fb.junctions):
-        for k, w in enumerate(j.inputs): fb.wires[(i, k)] = w
-    row_of, n = fb.row_of(), len(rows)
-    departing, arriving, depth, lanes = [[] for _ in range(n)], [[] for _ in range(n)], [0] * n, []
-    for sink, w in fb.wires.items():
-        if not isinstance(w.source, str): continue  # junction to junction: within one channel
-        r_s, r_t = row_of[w.source], fb.sink_row(sink, row_of)
-        if w.source not in departing[r_s]: departing[r_s].append(w.source)
-        if r_t > r_s + 1:  # skips rows: down a lane, then along a track of the channel above the target
-            if w.source not in lanes: lanes.append(w.source)
-            if w.source not in arriving[r_t - 1]: arriving[r_t - 1].append(w.source)
-    for j in fb.junctions: depth[row_of[j.target] - 1] = max(depth[row_of[j.target] - 1], j.level)
-    fb.lanes = sorted(lanes, key=lambda s: (row_of[s], rows[row_of[s]].index(s)))
-    fb.channels = [(departing[c], arriving[c], depth[c]) for c in range(n - 1)]
-
-def _channel_h(channel) -> float:
-    "Height of a channel: its tracks, its junctions stacked above their targets, the last stretch to the targets."
-    departing, arriving, depth = channel
-    tracks = len(departing) + len(arriving)
-    if not tracks: return ROW_GAP
-    return TRACK_TOP + tracks * TRACK_GAP + depth * (JUNCTION_H + SINK_GAP) + SINK_GAP
-
-def _inner_keys(child, key_map: dict) -> dict:
-    "How a nested flow's input keys map to the batch's (as `TaskFlow` expands it)."
-    inner = child.target
-    if child.input_key == ALL_INPUTS: return {k: key_map.get(k, k) for k in inner.input_keys}
-    return {inner.input_keys[0]: key_map.get(child.input_key, child.input_key)}
-
-def _flow_info(n_tasks: int, passed: str | None, reads: list | None) -> str:
-    "The text after a flow's title: its task count, the key its parent passes it, or the one key the flow reads."
-    info = f"{n_tasks} task{'s' * (n_tasks != 1)}"
-    if passed: info = f'← x.{passed} · {info}'
-    if reads: info += f" · reads {', '.join('x.' + k for k in reads)}"
-    return info
-
-def _measure(flow: TaskFlow, name: str, path: str, fnode, key_map: dict, depth: int, max_w: float,
-             show_keys: bool) -> _FlowBlock:
-    "A flow's block, measured bottom-up."
-    fb, prefix = _FlowBlock(name, path, flow, fnode, depth), f'{path}.' if path else ''
-    _wiring(fb, _rows(flow, None, max_w))  # unwrapped rows: enough to know the lanes, so the gutter
-    inner_w = max_w - 2 * PAD - fb.gutter
-    for child in flow.nodes:
-        if isinstance(child.target, TaskFlow):
-            fb.children[child.name] = _measure(child.target, child.name, prefix + child.name, child,
-                                               _inner_keys(child, key_map), depth + 1, inner_w, show_keys)
-        else:
-            key = key_map.get(child.input_key, child.input_key)
-            style = task_style(child.target)
-            lines = (child.name, f'{style.kind} · x.{key}' if show_keys else style.kind)
-            w = max(NODE_MIN_W, ICON_W + max(text_width(lines[0], NAME_SIZE), text_width(lines[1], SUB_SIZE)) + TEXT_PAD)
-            fb.children[child.name] = _TaskBlock(child.name, prefix + child.name, child, key, lines, style,
-                                                 2 * math.ceil(w / 2))  # even widths: whole middles, straight edges
-    _wiring(fb, _rows(flow, {n: b.w for n, b in fb.children.items()}, inner_w))
-    passed = None
-    if fnode is not None and fnode.input_key != ALL_INPUTS and show_keys: passed = next(iter(key_map.values()))
-    reads = flow.graph.input_keys if fnode is None and not show_keys else None
-    fb.info = _flow_info(len(flow.graph.nodes), passed, reads)
-    rows_w = max(sum(fb.children[c].w for c in row) + NODE_GAP * (len(row) - 1) for row in fb.rows)
-    title_w = 24 + text_width(name, TITLE_SIZE) + 12 + text_width(fb.info, SUB_SIZE) + PAD
-    fb.w = math.ceil(max(rows_w + 2 * PAD + fb.gutter, title_w))
-    fb.h = (HEADER_H + PAD + sum(max(fb.children[c].h for c in row) for row in fb.rows)
-            + sum(_channel_h(ch) for ch in fb.channels) + PAD)
-    return fb
-
-# %% ../../nbs/20a_views.flow.ipynb #5f5b3dae
-def _place(fb: _FlowBlock, x: float, y: float, w: float, out: dict):
-    "Give `fb` (stretched to width `w`) and everything inside absolute boxes, and route its edges into `out`."
-    fb.box = Box(x, y, w, fb.h)
-    left, content_w = x + PAD + fb.gutter, w - 2 * PAD - fb.gutter
-    cy, chan_tops = y + HEADER_H + PAD, []
-    for i, row in enumerate(fb.rows):
-        blocks = [fb.children[c] for c in row]
-        if blocks[0].is_flow: _place(blocks[0], left, cy, content_w, out)
-        else:
-            bx = left + math.floor((content_w - sum(b.w for b in blocks) - NODE_GAP * (len(blocks) - 1)) / 2)
-            for b in blocks:
-                b.box = Box(bx, cy, b.w, b.h)
-                bx += b.w + NODE_GAP
-        cy += max(b.h for b in blocks)
-        if i < len(fb.channels):
-            chan_tops.append(cy)
-            cy += _channel_h(fb.channels[i])
-    assert abs(cy + PAD - fb.box.bottom) < 1e-6, f"flow '{fb.path}': rows end at {cy + PAD}, the frame at {fb.box.bottom}"
-    _route(fb, chan_tops, left, out)
-
-def _route(fb: _FlowBlock, chan_tops: list, left: float, out: dict):
-    "The junctions and edges of one flow (its children are placed)."
-    row_of, prefix = fb.row_of(), f'{fb.path}.' if fb.path else ''
-    def row_top(r): return chan_tops[r - 1] + _channel_h(fb.channels[r - 1])
-    def middle(b): return b.box.x + b.w // 2
-    def source_x(w):  # where a wire's sources are, on average
-        if isinstance(w.source, str): return middle(fb.children[w.source])
-        xs = [source_x(v) for v in fb.junctions[w.source].inputs]
-        return sum(xs) / len(xs)
-    def entry(name):  # a task is entered at its middle, a nested flow right under what feeds it
-        b = fb.children[name]
-        if not b.is_flow: return (middle(b), b.box.y)
-        return (math.floor(min(max(source_x(fb.wires[name]), b.box.x + ENTRY_DX), b.box.right - ENTRY_DX)) + 0.5, b.box.y)
-    jbox = {}
-    for i, j in enumerate(fb.junctions):  # parents first: a junction's inputs spread under it
-        if j.level == 1: jx = entry(j.target)[0]
-        else:
-            p, k = next((p, k) for p, pj in enumerate(fb.junctions) for k, w in enumerate(pj.inputs) if w.source == i)
-            jx = jbox[p].cx + (k - (len(fb.junctions[p].inputs) - 1) / 2) * (JUNCTION_W + 10)
-        bottom = row_top(row_of[j.target]) - j.level * SINK_GAP - (j.level - 1) * JUNCTION_H
-        jbox[i] = Box(jx - JUNCTION_W / 2, bottom - JUNCTION_H, JUNCTION_W, JUNCTION_H)
-    def sink_point(sink):
-        if isinstance(sink, str): return entry(sink)
-        b, m = jbox[sink[0]], len(fb.junctions[sink[0]].inputs)
-        return (b.x + b.w * (sink[1] + 1) / (m + 1), b.y)
-    track = {(c, s): chan_tops[c] + TRACK_TOP + t * TRACK_GAP
-             for c, (dep, arr, _) in enumerate(fb.channels) for t, s in enumerate(dep + arr)}
-    lane = {s: left - 6 - k * LANE_GAP for k, s in enumerate(fb.lanes)}
-    drops = [(middle(fb.children[s]), fb.children[s].box.bottom, track[(row_of[s], s)], s)
-             for s in {w.source for w in fb.wires.values() if isinstance(w.source, str)}]
-    for sink, w in fb.wires.items():
-        ex, ey = sink_point(sink)
-        target = prefix + sink if isinstance(sink, str) else f'{fb.path}#{sink[0]}'
-        if isinstance(w.source, str):
-            sb = fb.children[w.source]
-            sx, r_s, r_t = middle(sb), row_of[w.source], fb.sink_row(sink, row_of)
-            depart = track[(r_s, w.source)]
-            arrive = depart if r_t == r_s + 1 else track[(r_t - 1, w.source)]
-            if isinstance(sink, str) and not fb.children[sink].is_flow:
-                tb = fb.children[sink].box
-                for x2 in ([sx] if tb.x + 8 <= sx <= tb.right - 8 else []) + [ex + d for d in (0, 14, -14, 28, -28, 42, -42)]:
-                    clear = all(not (abs(x2 - x) < 4 and y0 < ey and arrive < y1) for x, y0, y1, s in drops if s != w.source)
-                    if tb.x + 6 <= x2 <= tb.right - 6 and clear:
-                        ex = x2
-                        break
-            pts = [(sx, sb.box.bottom), (sx, depart)]
-            if r_t != r_s + 1: pts += [(lane[w.source], depart), (lane[w.source], arrive)]
-            pts += [(ex, arrive), (ex, ey)]
-            source = prefix + w.source
-        else:  # from a junction to the junction it feeds: a short jog in the same channel
-            jb = jbox[w.source]
-            pts = [(jb.cx, jb.bottom), (jb.cx, jb.bottom + 8), (ex, jb.bottom + 8), (ex, ey)]
-            source = f'{fb.path}#{w.source}'
-        out['edges'].append(EdgeLayout(source, target, w.negated, fb.path, _simplify(pts)))
-    for i, j in enumerate(fb.junctions):
-        jid = f'{fb.path}#{i}'
-        out['junctions'][jid] = JunctionLayout(jid, j.op, fb.path, jbox[i], rebase_condition(j.cond, prefix) if prefix else j.cond)
-
-def _simplify(pts: list) -> list:
-    "The polyline without repeated points, and without the middle points of straight runs."
-    out = []
-    for p in pts:
-        p = (float(p[0]), float(p[1]))
-        if out and p == out[-1]: continue
-        if len(out) >= 2 and (out[-2][0] == out[-1][0] == p[0] or out[-2][1] == out[-1][1] == p[1]): out[-1] = p
-        else: out.append(p)
-    return out
-
-# %% ../../nbs/20a_views.flow.ipynb #df006f63
-LEGEND_ROW = 18
-
-def _legend(layout_nodes: dict, edges: list, junctions: dict, width: float, top: float) -> list:
-    "The legend's items, placed in rows from `top`."
-    entries, kinds = [], {}
-    for n in layout_nodes.values(): kinds.setdefault(n.style.kind, n.style)
-    entries += [('task', s.legend or s.kind, s, 14) for s in kinds.values()]
-    if any(not e.negated for e in edges): entries.append(('requires', 'requires', None, 22))
-    if any(e.negated for e in edges): entries.append(('not', 'requires not (~)', None, 22))
-    for op, word in (('and', 'all must hold (&)'), ('or', 'any must hold (|)')):
-        if any(j.op == op for j in junctions.values()): entries.append((op, word, None, 26))
-    items, x, y = [], 4.0, top
-    for what, word, style, icon_w in entries:
-        w = icon_w + 5 + text_width(word, SUB_SIZE)
-        if x > 4 and x + w > width: x, y = 4.0, y + LEGEND_ROW
-        items.append(LegendItem(what, word, style, Box(x, y, w, 14)))
-        x += w + 16
-    return items
-
-def layout_flow(flow: TaskFlow,
-                max_width: float = 880,  # rows of tasks wrap to stay within this width (px); a lane or two may add a little
-                ) -> FlowLayout:
-    "Lay `flow` out top-down: tasks in rows by precondition depth, nested flows framed, edges routed between rows."
-    if not isinstance(flow, TaskFlow): raise TypeError(f"layout_flow lays out a TaskFlow, got {type(flow).__name__}")
-    show_keys = len(flow.graph.input_keys) > 1
-    root = _measure(flow, flow.name, '', None, {}, 0, max_width, show_keys)
-    out = {'edges': [], 'junctions': {}}
-    _place(root, 0.5, 0.5, root.w, out)  # half-pixel offset: 1px lines fall on whole pixels
-    graph_nodes, nodes, groups = {n.path: n for n in flow.graph.nodes}, {}, {}
-    def collect(fb, parent):
-        condition = None if fb.fnode is None or fb.fnode.condition is None else (
-            rebase_condition(fb.fnode.condition, parent + '.') if parent else fb.fnode.condition)
-        inside = tuple(p for p in graph_nodes if not fb.path or p.startswith(fb.path + '.'))
-        groups[fb.path] = GroupLayout(fb.path, fb.name, parent, fb.depth, fb.box,
-                                      ALL_INPUTS if fb.fnode is None else fb.fnode.input_key, condition, inside, fb.info)
-        for row in fb.rows:
-            for c in row:
-                b = fb.children[c]
-                if b.is_flow: collect(b, fb.path)
-                else: nodes[b.path] = NodeLayout(b.path, b.name, b.fnode.target, b.input_key, fb.path,
-                                                 graph_nodes[b.path].condition, b.style, b.box, b.lines)
-    collect(root, None)
-    nodes = {p: nodes[p] for p in graph_nodes}  # in flow order
-    width = math.ceil(root.box.right + 0.5)
-    legend = _legend(nodes, out['edges'], out['junctions'], width, root.box.bottom + 10)
-    height = math.ceil(max(i.box.bottom for i in legend) + 6)
-    return FlowLayout(flow, nodes, groups, out['junctions'], out['edges'], legend, width, height, show_keys)
-
-# %% ../../nbs/20a_views.flow.ipynb #870155e2
-def _checked_folds(layout: FlowLayout, collapsed) -> list:
-    "`collapsed` as a list of nested flow paths, or a clear error."
-    folded = [collapsed] if isinstance(collapsed, str) else list(collapsed)
-    nested = [p for p in layout.groups if p]
-    for p in folded:
-        if p not in nested:
-            raise KeyError(f"flow '{layout.flow.name}' has no nested flow {p!r} to fold; its nested flows: {nested}")
-    return folded
-
-def _ancestors(layout: FlowLayout, path: str) -> list:
-    "The nested flows around `path`, outermost first (the root excluded)."
-    out, p = [], layout.groups[path].parent
-    while p:
-        out.append(p)
-        p = layout.groups[p].parent
-    return out[::-1]
-
-def folded_geometry(layout: FlowLayout,
-                    collapsed: Iterable[str] = (),  # paths of the nested flows folded
-                    ) -> tuple:
-    "`(boxes, height)` with `collapsed` folded: `{path: Box}` of every task and flow still shown, and the drawing's height."
-    folded = _checked_folds(layout, collapsed)
-    moving = [p for p in folded if not any(a in folded for a in _ancestors(layout, p))]
-    def hidden(y): return any(layout.groups[g].fold_top <= y < layout.groups[g].fold_bottom for g in folded)
-    def shift(y): return sum(layout.groups[g].fold_height for g in moving if layout.groups[g].fold_bottom <= y)
-    boxes = {}
-    for p, n in layout.nodes.items():
-        if not hidden(n.box.y): boxes[p] = Box(n.box.x, n.box.y - shift(n.box.y), n.box.w, n.box.h)
-    for p, g in layout.groups.items():
-        if hidden(g.box.y): continue
-        top, bottom = g.box.y - shift(g.box.y), g.fold_bottom - shift(g.fold_bottom) + CAP
-        boxes[p] = Box(g.box.x, top, g.box.w, bottom - top)
-    return boxes, layout.height - sum(layout.groups[g].fold_height for g in moving)
-
 # %% ../../nbs/20a_views.flow.ipynb #2ec604b0
-def format_score(v) -> str:
-    "A score for reading: 3 decimals, 3 significant digits below 0.1, scientific notation when tiny or huge, '–' for NaN."
-    v = float(v)
-    if math.isnan(v): return '–'
-    if v == 0: return '0'
-    if 0.1 <= abs(v) < 1e5: return f'{v:.3f}'
-    if 1e-4 <= abs(v) < 0.1: return f'{v:.3g}'
-    return f'{v:.2e}'
-
 def _label_names(task) -> list | None:
     try: names = task.label_names()
     except Exception: return None
@@ -626,8 +117,8 @@ def _path_d(pts: list, radius: float = 4) -> str:
 
 class _Canvas:
     "Collects the pieces of a drawing; `render` nests them in the fold groups their place calls for."
-    def __init__(self, layout: FlowLayout):
-        self.layout, self.pieces = layout, []
+    def __init__(self, layout: FlowLayout, interactive: bool = True):  # False: no hover titles, no fold toggles
+        self.layout, self.pieces, self.interactive = layout, [], interactive
         self.nested = [g for p, g in layout.groups.items() if p]
         self.index = {g.path: i for i, g in enumerate(self.nested)}
         self.cuts = sorted({y for g in self.nested for y in (g.fold_top, g.fold_bottom)})
@@ -655,6 +146,10 @@ class _Canvas:
             if k < len(order): parts.append(f'<g class="dc-shift-{self.index[order[k].path]}">')
         return ''.join(parts) + '</g>' * len(order)
 
+    def title(self, text: str) -> str:
+        "A hover `<title>` (none in a drawing that isn't interactive)."
+        return f'<title>{esc(text)}</title>' if self.interactive else ''
+
 # %% ../../nbs/20a_views.flow.ipynb #96019bc1
 def _frame(cv: _Canvas, g: GroupLayout, uid: str, folded: bool):
     "A flow's frame; a nested flow's title bar is its fold toggle."
@@ -679,7 +174,7 @@ def _frame(cv: _Canvas, g: GroupLayout, uid: str, folded: bool):
     svg += (f'<text class="dc-title" x="{_n(title_x)}" y="{_n(top + 17)}" font-size="{TITLE_SIZE}" font-weight="600" '
             f'fill="#1f2328">{esc(g.name)}</text><text x="{_n(title_x + text_width(g.name, TITLE_SIZE) + 12)}" '
             f'y="{_n(top + 17)}" font-size="{SUB_SIZE}" fill="#59636e">{esc(g.info)}</text>')
-    if g.path:
+    if g.path and cv.interactive:
         hint = f'{g.path}: {g.info}' + (f'\nrequires: {g.condition}' if g.condition is not None else '') + '\nclick to fold / unfold'
         svg += (f'<foreignObject x="{_n(x0)}" y="{_n(top)}" width="{_n(b.w)}" height="{HEADER_H}">'
                 f'<label xmlns="http://www.w3.org/1999/xhtml" for="{uid}-g{cv.index[g.path]}" class="dc-fold" '
@@ -715,14 +210,14 @@ def _edge(cv: _Canvas, e: EdgeLayout):
             tag = '' if not e.negated else (
                 f'<rect x="{_n(ex - 12)}" y="{_n(ey - 20)}" width="24" height="12" rx="6" fill="#fff" stroke="{color}"/>'
                 f'<text x="{_n(ex)}" y="{_n(ey - 10.5)}" font-size="9" font-weight="600" text-anchor="middle" fill="{color}">not</text>')
-            svg = f'<g class="dc-edge{" dc-not" if e.negated else ""}"><title>{esc(_edge_title(cv.layout, e))}</title>{svg}{_arrow(ex, ey, color)}{tag}</g>'
+            svg = f'<g class="dc-edge{" dc-not" if e.negated else ""}">{cv.title(_edge_title(cv.layout, e))}{svg}{_arrow(ex, ey, color)}{tag}</g>'
         cv.add(min(ys), max(ys), 1, svg)
 
 def _junction(cv: _Canvas, j: JunctionLayout):
     fill, stroke, word = JUNCTION_STYLES[j.op]
     b, rx = j.box, j.box.h / 2 if j.op == 'or' else 3
     title = f"{word}: {'all' if j.op == 'and' else 'any'} must hold: {j.condition}"
-    cv.add(b.y, b.bottom, 2, f'<g class="dc-junction dc-{j.op}"><title>{esc(title)}</title><rect x="{_n(b.x)}" y="{_n(b.y)}" '
+    cv.add(b.y, b.bottom, 2, f'<g class="dc-junction dc-{j.op}">{cv.title(title)}<rect x="{_n(b.x)}" y="{_n(b.y)}" '
                              f'width="{_n(b.w)}" height="{_n(b.h)}" rx="{_n(rx)}" fill="{fill}" stroke="{stroke}" stroke-width="1.2"/>'
                              f'<text x="{_n(b.cx)}" y="{_n(b.y + 11.5)}" font-size="9.5" font-weight="700" text-anchor="middle" '
                              f'fill="{stroke}">{word}</text></g>')
@@ -731,7 +226,7 @@ def _node(cv: _Canvas, n: NodeLayout, title: str, selected: bool):
     b, s = n.box, n.style
     stroke, width = (SELECTED_COLOR, 2.5) if selected else (s.stroke, 1.2)
     cv.add(b.y, b.bottom, 3,
-           f'<g class="dc-node{" dc-selected" if selected else ""}" data-path="{esc(n.path)}"><title>{esc(title)}</title>'
+           f'<g class="dc-node{" dc-selected" if selected else ""}" data-path="{esc(n.path)}">{cv.title(title)}'
            f'<rect class="dc-box" x="{_n(b.x)}" y="{_n(b.y)}" width="{_n(b.w)}" height="{_n(b.h)}" rx="5" fill="{s.fill}" '
            f'stroke="{stroke}" stroke-width="{width}"/>{_icon(s.icon, b.x + 7, b.y + 12, s.stroke)}'
            f'<text class="dc-name" x="{_n(b.x + ICON_W)}" y="{_n(b.y + 16)}" font-size="{NAME_SIZE}" font-weight="600" '
@@ -773,6 +268,18 @@ def _flow_css(layout: FlowLayout, uid: str) -> str:
                   f'{unfolded}{checked}{{--dc-d{i}:{_n(g.fold_height)}px}}']
     return '\n'.join(rules)
 
+def _drawing(layout: FlowLayout, folded: set, selected: str | None, evaluation, uid: str, interactive: bool = True):
+    "`(canvas, <svg>)`: every piece of `layout` drawn (`folded` flows with their toggles shut)."
+    cv = _Canvas(layout, interactive)
+    for g in layout.groups.values(): _frame(cv, g, uid, g.path in folded)
+    for j in layout.junctions.values(): _junction(cv, j)
+    for e in layout.edges: _edge(cv, e)
+    for n in layout.nodes.values():
+        _node(cv, n, '\n'.join(f'{k}: {v}' for k, v in task_facts(n, evaluation)) if interactive else '', n.path == selected)
+    _legend_svg(cv)
+    return cv, (f'<svg xmlns="http://www.w3.org/2000/svg" width="{layout.width}" height="{layout.height}" '
+                f'font-family="{esc(MONOSPACE)}" role="img" aria-label="{esc("flow " + layout.flow.name)}">{cv.render()}</svg>')
+
 def flow_svg(layout: FlowLayout,
              collapsed: Iterable[str] = (),  # nested flows drawn folded
              selected: str | None = None,  # a task path, outlined
@@ -784,17 +291,14 @@ def flow_svg(layout: FlowLayout,
     if selected is not None and selected not in layout.nodes:
         raise KeyError(f"flow '{layout.flow.name}' has no task {selected!r}; its tasks: {list(layout.nodes)}")
     uid = uid or 'dc' + secrets.token_hex(4)
-    cv = _Canvas(layout)
-    for g in layout.groups.values(): _frame(cv, g, uid, g.path in folded)
-    for j in layout.junctions.values(): _junction(cv, j)
-    for e in layout.edges: _edge(cv, e)
-    for n in layout.nodes.values(): _node(cv, n, '\n'.join(f'{k}: {v}' for k, v in task_facts(n, evaluation)), n.path == selected)
-    _legend_svg(cv)
+    cv, svg = _drawing(layout, folded, selected, evaluation, uid)
     boxes = ''.join(f'<input type="checkbox" id="{uid}-g{cv.index[g.path]}" class="dc-toggle" data-path="{esc(g.path)}" '
                     f'hidden{" checked" if g.path in folded else ""}>' for g in cv.nested)
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{layout.width}" height="{layout.height}" '
-           f'font-family="{esc(MONOSPACE)}" role="img" aria-label="{esc("flow " + layout.flow.name)}">{cv.render()}</svg>')
     return wrap(f'{boxes}<div class="dc-canvas">{svg}</div>', _flow_css(layout, uid), f'dc-flow dc-{uid}')
+
+def flow_image(layout: FlowLayout) -> str:
+    "The drawing unfolded, without hover titles or fold toggles: a standalone SVG, for an `<img>` (`svg_image`)."
+    return _drawing(layout, set(), None, None, 'img', interactive=False)[1]
 
 # %% ../../nbs/20a_views.flow.ipynb #cf2aaf3e
 class FlowView(WidgetView):
@@ -815,6 +319,12 @@ class FlowView(WidgetView):
     def to_html(self) -> str:
         return flow_svg(self.layout, self.collapsed, self.selected, self.evaluation)
 
+    def plain_html(self) -> str:
+        n, nested = len(self.layout.nodes), len(self.layout.groups) - 1
+        words = f"{self.flow.name}: {n} task{'s' * (n != 1)}" + (f", {nested} nested flow{'s' * (nested != 1)}" if nested else '')
+        return (f'<div><b>{esc(words)}</b></div>{svg_image(flow_image(self.layout), "the flow graph of " + words)}'
+                f'<details><summary>{esc(self.flow.name)} as text</summary><pre>{esc(self.flow.summary())}</pre></details>')
+
     def __repr__(self) -> str: return self.flow.summary()
 
     def visible_tasks(self) -> list:
@@ -822,17 +332,15 @@ class FlowView(WidgetView):
         boxes, _ = folded_geometry(self.layout, self.collapsed)
         return [p for p in self.layout.nodes if p in boxes]
 
-def _shown(make_view, text, include=None, exclude=None) -> dict:
-    "The view's bundle; if drawing fails (a bug of ours), the text with a warning, never a broken output."
-    try: return make_view()._repr_mimebundle_(include, exclude)
-    except Exception as e:
-        warnings.warn(f'dnn_cool.views could not draw this ({type(e).__name__}: {e}); showing its text instead')
-        return {'text/plain': text()}
-
 @patch
 def _repr_mimebundle_(self: TaskFlow, include=None, exclude=None):
-    "Displaying a flow draws it (text: its `summary()` tree)."
-    return _shown(lambda: FlowView(self), self.summary, include, exclude)
+    "A flow's static view (text: its `summary()` tree)."
+    return view_bundle(lambda: FlowView(self), self.summary, include, exclude)
+
+@patch
+def _ipython_display_(self: TaskFlow):
+    "Displaying a flow draws it: the widget in a kernel, beside its static view."
+    show_view(lambda: FlowView(self), self.summary)
 
 # %% ../../nbs/20a_views.flow.ipynb #4d16c070
 _FLOW_ESM = """
@@ -908,6 +416,7 @@ def build(self: FlowView):
                                     collapsed=list(self.collapsed), selected=self.selected or '', details=self.details_html())
     self.observe(self.canvas, self._folded, names=['collapsed'])
     self.observe(self.canvas, self._picked, names=['selected'])
+    _LIVE.add(self)
     return ipywidgets.VBox([self.canvas, self.errors])
 
 @patch
@@ -934,6 +443,13 @@ def refresh(self: FlowView):
     if self._widget is not None:
         self._redraw()
         self.canvas.details = self.details_html()
+
+_LIVE = weakref.WeakSet()  # the views whose widget was built (and so may be on a page)
+
+def refresh_flow_views(flow: TaskFlow):
+    "Redraw every widget of `flow` (its thresholds changed: their hover texts and details say so at once)."
+    for view in list(_LIVE):
+        if view.flow is flow: view.refresh()
 
 # %% ../../nbs/20a_views.flow.ipynb #8b32e4ad
 class ProjectView(WidgetView):
@@ -983,6 +499,13 @@ class ProjectView(WidgetView):
                '.dc-project-note{color:#59636e}')
         return wrap(''.join(parts), css, 'dc-project')
 
+    def plain_html(self) -> str:
+        "The project's lines, and a drawing of each flow no other flow uses (the others are drawn inside those)."
+        used, lines = self._used(), self._lines()
+        items = ''.join(f'<li>{esc(line.strip())}</li>' for line in lines[1:])
+        images = ''.join(f'{FlowView(flow).plain_html()}' for name, flow in self.project.flows.items() if not used[name])
+        return f'<div><b>{esc(lines[0])}</b></div><ul>{items}</ul>{images}'
+
     def build(self):
         "The widget: each flow's widget in a collapsible section (the flows no other flow uses open)."
         import ipywidgets
@@ -998,5 +521,10 @@ class ProjectView(WidgetView):
 
 @patch
 def _repr_mimebundle_(self: Project, include=None, exclude=None):
-    "Displaying a project lists its flows and draws each."
-    return _shown(lambda: ProjectView(self), lambda: repr(ProjectView(self)), include, exclude)
+    "A project's static view: its flows listed, each drawn."
+    return view_bundle(lambda: ProjectView(self), lambda: repr(ProjectView(self)), include, exclude)
+
+@patch
+def _ipython_display_(self: Project):
+    "Displaying a project lists its flows and draws each (the widget in a kernel, beside its static view)."
+    show_view(lambda: ProjectView(self), lambda: repr(ProjectView(self)))

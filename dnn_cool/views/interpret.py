@@ -121,6 +121,8 @@ def task_html(result: Interpretation,  # from `best_worst_inputs`
     else: body = _table(result, path, ranked, _input_columns(inputs), rows)
     return f'<details class="task"{" open" if open else ""} data-path="{esc(path)}">{head}{body}</details>'
 
+_ROW, _CELLS = 'display:flex;align-items:flex-start;column-gap:8px', 'display:flex;flex-wrap:wrap;column-gap:8px;row-gap:8px'
+
 def _grid(result, path, ranked, images, rows) -> str:
     out = []
     for kind, (indices, losses) in ranked.items():
@@ -129,9 +131,10 @@ def _grid(result, path, ranked, images, rows) -> str:
             cls, caption = _caption(_sample(result, path, i, rows), i, loss)
             a = thumbnail(images[i])
             scale = 2 if 2 * max(a.shape[:2]) <= 128 else 1
-            cells.append(f'<figure{cls} data-index="{i}"><img src="{png_data_uri(a)}" width="{a.shape[1] * scale}" '
+            cells.append(f'<figure{cls} data-index="{i}" style="margin:0;width:130px"><img src="{png_data_uri(a)}" width="{a.shape[1] * scale}" '
                          f'height="{a.shape[0] * scale}" alt="sample {i}"/><figcaption>{caption}</figcaption></figure>')
-        out.append(f'<div class="row" data-kind="{kind}"><div class="kind">{kind}</div><div class="cells">{"".join(cells)}</div></div>')
+        out.append(f'<div class="row" data-kind="{kind}" style="{_ROW}"><div class="kind">{kind}</div>'  # inline: kept untrusted
+                   f'<div class="cells" style="{_CELLS}">{"".join(cells)}</div></div>')
     return ''.join(out)
 
 def _table(result, path, ranked, columns: dict, rows) -> str:
@@ -196,6 +199,9 @@ def view(self: Interpretation, tasks: Sequence[str] | None = None, inputs=None, 
 
 @patch
 def _repr_mimebundle_(self: Interpretation, include=None, exclude=None): return self.view()._repr_mimebundle_(include, exclude)
+
+@patch
+def _ipython_display_(self: Interpretation): self.view()._ipython_display_()
 
 # %% ../../nbs/20g_views.interpret.ipynb #c694337f
 @patch

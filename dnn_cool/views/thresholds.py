@@ -17,7 +17,8 @@ from ..flow import decoder_thresholds
 from ..tuning import (COUNT_OBJECTIVES, ThresholdResult, f1_from_counts, precision_from_counts,
                              recall_from_counts, _plain_count)
 from .charts import PALETTE, Rule, Series, downsample, format_value, line_chart
-from .core import WidgetView, esc, wrap
+from .core import WidgetView, esc, static_html, svg_image, wrap
+from .flow import refresh_flow_views
 
 # %% auto #0
 __all__ = ['TUNED_COLOR', 'CURRENT_COLOR', 'CONSTRAINT_COLOR', 'THRESHOLDS_CSS', 'ThresholdCurves', 'threshold_chart',
@@ -73,13 +74,15 @@ class ThresholdCurves:
                 'f1': float(f1_from_counts(*args))}
 
 # %% ../../nbs/20e_views.thresholds.ipynb #72977d6d
-def threshold_chart(curves: ThresholdCurves, current: float, width: float = 250, height: float = 180) -> str:
-    "The SVG chart of a panel: the curves, the tuned and current thresholds, the constraints."
+def threshold_chart(curves: ThresholdCurves, current: float, width: float = 250, height: float = 190) -> str:
+    "The SVG chart of a panel: the curves, the tuned and current thresholds (named in the legend), the constraints."
     r = curves.result
     series = [Series(x, y, label=name, color=_COLORS.get(name, '#7f7f7f'), dash=None if name in _COLORS else '2 2', width=1.6)
               for name, (x, y) in curves.drawn.items()]
-    rules = [Rule(x=r.threshold, label='tuned', color=TUNED_COLOR, dash=None, width=1.2),
-             Rule(x=current, label='current', color=CURRENT_COLOR, dash='4 3', width=1.4, label_row=1)]
+    series += [Series([], [], label='tuned', color=TUNED_COLOR, width=1.2),  # legend entries of the two rules
+               Series([], [], label='current', color=CURRENT_COLOR, dash='4 3', width=1.4)]
+    rules = [Rule(x=r.threshold, label='tuned', color=TUNED_COLOR, dash=None, width=1.2, inline=False),
+             Rule(x=current, label='current', color=CURRENT_COLOR, dash='4 3', width=1.4, inline=False)]
     rules += [Rule(y=v, label=f'{m} {_OPS.get(op, op)} {v:g}', color=CONSTRAINT_COLOR, dash='2 3') for m, op, v in r.constraint]
     low = min(0.0, min(float(np.min(y)) for _, y in curves.drawn.values()))
     return line_chart(series, width=width, height=height, x_label='threshold', x_range=curves.x_range,
@@ -104,23 +107,31 @@ def counts_html(curves: ThresholdCurves, current: float) -> str:
     return f'<div class="counts">{cm}{at}{n}{tuned}</div>'
 
 def threshold_panel(curves: ThresholdCurves, current: float, title: str,
-                    framed: bool = True) -> str:  # False: no border of its own (the widget frames it with its slider)
+                    framed: bool = True,  # False: no border of its own (the widget frames it with its slider)
+                    image: bool = False,  # the chart as an `<img>` (the static view: it survives sanitizers)
+                    ) -> str:
     "One threshold's panel (HTML): `title`, the chart, and the counts at `current`."
     name = title.split(' · ')[0]
     flow = name.rpartition('.')[0]  # a nested task: its flow's path on a line of its own, the task and label below
     where = f'<div class="muted path">{esc(flow)}</div>' if flow else ''
-    return (f'<div class="panel{"" if framed else " bare"}">{where}<div class="name" title="{esc(title)}">{esc(title[len(flow) + 1 if flow else 0:])}</div>'
-            f'{threshold_chart(curves, current)}{counts_html(curves, current)}</div>')
+    chart = threshold_chart(curves, current, width=250 if framed else 236)  # 236: fits the widget's card with its margins
+    if image: chart = svg_image(chart, f'precision, recall and F1 of {title} against the threshold')
+    box = ' style="width:250px;border:1px solid #e3e3e3;border-radius:4px;padding:6px 8px"' if framed else ''  # inline: kept untrusted
+    return (f'<div class="panel{"" if framed else " bare"}"{box}>{where}<div class="name" title="{esc(title)}">{esc(title[len(flow) + 1 if flow else 0:])}</div>'
+            f'{chart}{counts_html(curves, current)}</div>')
 
 THRESHOLDS_CSS = ('.dnn-cool.thresholds{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;'
                   'font-size:12px;color:#222;line-height:1.35}'
                   '.dnn-cool.thresholds .panels{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0}'
                   '.dnn-cool.thresholds .panel{width:250px;border:1px solid #e3e3e3;border-radius:4px;padding:6px 8px;background:#fff}'
-                  '.dnn-cool.thresholds .panel.bare{border:0;padding:2px 8px 0 8px}'
+                  '.dnn-cool.thresholds .panel.bare{border:0;width:auto;padding:2px 8px 0 8px}'
+                  '.dnn-cool.thresholds .panel img{display:block}'
+                  '.dnn-cool.thresholds ul{margin:2px 0 4px 0;padding-left:1.4em}'
                   '.dnn-cool.thresholds .name{font-weight:600;font-size:13px;overflow-wrap:anywhere;margin-bottom:2px}'
                   '.dnn-cool.thresholds table{border-collapse:collapse;margin:4px 0;background:#fff;font-size:12px;color:#222}'
                   '.dnn-cool.thresholds th,.dnn-cool.thresholds td{padding:1px 7px;text-align:right;font-variant-numeric:tabular-nums;border:0;white-space:nowrap}'
                   '.dnn-cool.thresholds table.summary th,.dnn-cool.thresholds table.summary td{border-bottom:1px solid #eee}'
+                  '.dnn-cool.thresholds table.cm th,.dnn-cool.thresholds table.cm td{padding:1px 5px}'  # fits a card
                   '.dnn-cool.thresholds th{font-weight:600;color:#444}'
                   '.dnn-cool.thresholds .muted{color:#666}'
                   '.dnn-cool.thresholds .title{font-weight:600;font-size:14px}'
@@ -192,7 +203,26 @@ class ThresholdsView(WidgetView):
         shown = ', '.join(f'{p} {format_value(v) if not isinstance(v, list) else "[" + ", ".join(map(format_value, v)) + "]"}'
                           for p, v in thresholds.items())
         self.status = f"applied to the decoders of {self.flow.graph.name}: {shown}"
+        refresh_flow_views(self.flow)  # the flow's drawings show the new thresholds in their hover texts
         return thresholds
+
+    def pending(self) -> list[str]:
+        "The thresholds (`path` or `path · label`) whose current value isn't what the flow's decoders hold."
+        if self.flow is None: return []
+        held, out = decoder_thresholds(self.flow), []
+        for (path, j), r in self.entries:
+            have = held.get(path)
+            have = have if j is None or have is None else have[j]
+            now = self.curves[(path, j)].snap(self.current[(path, j)]) if (path, j) in self.curves else self.current[(path, j)]
+            if have is None or float(have) != now: out.append(_title((path, j), r))
+        return out
+
+    def status_text(self) -> str:
+        "The status line: what was applied, and which thresholds the decoders don't hold yet."
+        pending = self.pending()
+        if not pending: return self.status
+        return (f"not applied: {len(pending)} threshold{'s' * (len(pending) != 1)} the decoders don't hold yet "
+                f"({', '.join(pending)}): Apply to flow sets them")
 
     def move(self, key: tuple[str, int | None], threshold: float) -> dict:
         "Set the current threshold of `key` (`(path, label index or None)`); returns the counts there."
@@ -201,6 +231,11 @@ class ThresholdsView(WidgetView):
         return self.curves[key].at(self.current[key])
 
 # %% ../../nbs/20e_views.thresholds.ipynb #966aa508
+def _why(why) -> str:
+    "Why a threshold was kept, as HTML: a line, or a line per label where the tuner says why per label."
+    if isinstance(why, Mapping): return '<ul>' + ''.join(f'<li>{esc(k)}: {esc(_short(v, 160))}</li>' for k, v in why.items()) + '</ul>'
+    return esc(_short(why, 160))
+
 @patch
 def header_html(self: ThresholdsView) -> str:
     r = self.results
@@ -212,19 +247,19 @@ def header_html(self: ThresholdsView) -> str:
     notes = ''.join(f'<div class="muted">{esc(k)}: {esc(_short(v, 200))}</div>' for k, v in extra.items())
     kept = getattr(r, 'kept', None) or {}
     if kept:  # tuned on too few samples of a class: the current threshold stayed (tune's min_per_class)
-        said = '; '.join(f'{p}: {_short(why, 120)}' for p, why in kept.items())
-        notes += f'<div class="muted kept">current threshold kept (too few samples to trust the tuned one): {esc(said)}</div>'
+        said = ''.join(f'<li>{esc(p)}: {_why(why)}</li>' for p, why in kept.items())
+        notes += f'<div class="muted kept">current threshold kept (too few samples to trust the tuned one):<ul>{said}</ul></div>'
     return (f'<div class="title">Thresholds{" of " + esc(name) if name else ""}</div>'
             f'<div class="muted">{" · ".join(bits)}</div>{notes}')
 
 @patch
-def panel_html(self: ThresholdsView, key, framed: bool = True) -> str:
-    "The panel of threshold `key` at its current value."
+def panel_html(self: ThresholdsView, key, framed: bool = True, image: bool = False) -> str:
+    "The panel of threshold `key` at its current value (`image`: its chart as an `<img>`)."
     r = dict(self.entries)[key]
     if key not in self.curves:
         return (f'<div class="panel"><div class="name">{esc(_title(key, r))}</div><div class="muted">tuned '
                 f'{esc(format_value(r.threshold, 6))}; no confusion counts kept, so no curves</div></div>')
-    return threshold_panel(self.curves[key], self.current[key], _title(key, r), framed)
+    return threshold_panel(self.curves[key], self.current[key], _title(key, r), framed, image)
 
 @patch
 def table_html(self: ThresholdsView) -> str:
@@ -249,9 +284,9 @@ def table_html(self: ThresholdsView) -> str:
 
 @patch
 def to_html(self: ThresholdsView) -> str:
-    panels = ''.join(self.panel_html(key) for key, _ in self.entries)
-    status = f'<div class="muted status">{esc(self.status)}</div>' if self.status else ''
-    return wrap(f'{self.header_html()}{status}<div class="panels">{panels}</div>{self.table_html()}', THRESHOLDS_CSS, 'thresholds')
+    panels = ''.join(self.panel_html(key, image=True) for key, _ in self.entries)  # charts stored once, as images
+    status = f'<div class="muted status">{esc(self.status_text())}</div>' if self.status_text() else ''
+    return wrap(f'{self.header_html()}{status}<div class="panels" style="display:flex;flex-wrap:wrap;column-gap:12px;row-gap:12px">{panels}</div>{self.table_html()}', THRESHOLDS_CSS, 'thresholds')
 
 # %% ../../nbs/20e_views.thresholds.ipynb #27e5edb4
 @patch
@@ -266,21 +301,22 @@ def _repr_mimebundle_(self: TuningResults, include=None, exclude=None) -> dict:
     return self.view()._repr_mimebundle_(include, exclude)
 
 @patch
-def _repr_html_(self: TuningResults) -> str: return self.view().to_html()
+def _repr_html_(self: TuningResults) -> str: return self.view()._repr_html_()
+
+@patch
+def _ipython_display_(self: TuningResults): self.view()._ipython_display_()
 
 @patch
 def _repr_html_(self: ThresholdResult) -> str | None:
     if self.confusion is None: return None  # no counts kept: the text repr says what there is
-    return wrap(threshold_panel(ThresholdCurves(self), self.threshold, self.label or 'threshold'), THRESHOLDS_CSS, 'thresholds')
+    return static_html(wrap(threshold_panel(ThresholdCurves(self), self.threshold, self.label or 'threshold', image=True),
+                            THRESHOLDS_CSS, 'thresholds'))
 
 # %% ../../nbs/20e_views.thresholds.ipynb #79813c88
-def _slider_step(lo: float, hi: float) -> float:
-    "A round step giving about a thousand positions between `lo` and `hi`."
-    return 10.0 ** math.floor(math.log10((hi - lo) / 1000))
-
-def _grid_min(lo: float, step: float, anchor: float) -> float:
-    "A slider minimum at most `lo` (and less than a step below it) whose grid of `step`s passes through `anchor`."
-    return anchor - math.ceil((anchor - lo) / step - 1e-9) * step
+def _readout_format(lo: float, hi: float) -> str:
+    "Enough decimals to tell about a thousand positions between `lo` and `hi` apart."
+    step = 10.0 ** math.floor(math.log10((hi - lo) / 1000))
+    return f'.{1 + max(0, -int(math.floor(math.log10(step))))}f'
 
 @patch
 def build(self: ThresholdsView):
@@ -290,35 +326,34 @@ def build(self: ThresholdsView):
         self.panels[key] = W.HTML(wrap(self.panel_html(key, framed=False), THRESHOLDS_CSS, 'thresholds'))
         if key not in self.curves: cards.append(self.panels[key]); continue
         lo, hi = self.curves[key].x_range
-        step = _slider_step(lo, hi)
-        value = min(max(self.current[key], lo), hi)
-        # the browser's slider snaps its value to min + k * step, and sends the snapped value back: a grid through the
-        # threshold shown keeps displaying it from moving it
-        slider = W.FloatSlider(value=value, min=_grid_min(lo, step, value), max=hi, step=step, description='',
-                               readout_format=f'.{1 + max(0, -int(math.floor(math.log10(step))))}f', continuous_update=True,
+        # no step: the browser's slider snaps its value to a grid of steps and sends the snapped value back, which
+        # would move a tuned threshold (a score of the data) off its score, or turn a typed 0.6 into the grid's 0.600485
+        slider = W.FloatSlider(value=min(max(self.current[key], lo), hi), min=lo, max=hi, step=None, description='',
+                               readout_format=_readout_format(lo, hi), continuous_update=True,
                                layout=W.Layout(flex='1 1 auto', width='auto'), style={'description_width': '0px'},
-                               tooltip='the current threshold: drag, use the arrow keys, or type in the readout')
+                               tooltip='the current threshold: drag it, or type a value in the readout')
         reset = W.Button(description='tuned', tooltip='back to the tuned threshold', layout=W.Layout(width='58px', flex='0 0 auto'))
         self.observe(slider, lambda change, key=key: self._moved(key, change.new), names=['value'])
         reset.on_click(self.guard(lambda _, key=key: self.reset(key)))
         self.sliders[key], self.resets[key] = slider, reset
         cards.append(W.VBox([self.panels[key], W.HBox([slider, reset], layout=W.Layout(width='100%', padding='0 6px 0 0'))],
-                            layout=W.Layout(width='268px', border='1px solid #e3e3e3', padding='0 0 4px 0')))
-    self.apply_button = W.Button(description='Apply to flow', button_style='primary', icon='check',
+                            layout=W.Layout(width='268px', border='1px solid #e3e3e3', padding='0 0 4px 0', overflow='hidden')))
+    fit = W.Layout(width='auto', flex='0 0 auto')  # a button as wide as its label, never squeezed
+    self.apply_button = W.Button(description='Apply to flow', button_style='primary', icon='check', layout=fit,
                                  disabled=self.flow is None,
                                  tooltip='set these thresholds on the flow\'s decoders' if self.flow is not None else 'no flow in these results')
-    self.reset_button = W.Button(description='Reset all', tooltip='every threshold back to its tuned value')
+    self.reset_button = W.Button(description='Reset all', tooltip='every threshold back to its tuned value', layout=fit)
     self.apply_button.on_click(self.guard(lambda _: self._apply()))
     self.reset_button.on_click(self.guard(lambda _: [self.reset(k) for k in self.sliders]))
     self.status_html = W.HTML(self._status_html())
     self.table = W.HTML(wrap(self.table_html(), THRESHOLDS_CSS, 'thresholds'))
     head = W.HTML(wrap(self.header_html(), THRESHOLDS_CSS, 'thresholds'))
     grid = W.GridBox(cards, layout=W.Layout(grid_template_columns='repeat(auto-fill, 270px)', grid_gap='12px'))
-    return W.VBox([head, W.HBox([self.apply_button, self.reset_button, self.status_html]), grid, self.table, self.errors])
+    return W.VBox([head, W.HBox([self.apply_button, self.reset_button]), self.status_html, grid, self.table, self.errors])
 
 @patch
 def _status_html(self: ThresholdsView) -> str:
-    return wrap(f'<span class="muted status">{esc(self.status)}</span>', THRESHOLDS_CSS, 'thresholds')
+    return wrap(f'<span class="muted status">{esc(self.status_text())}</span>', THRESHOLDS_CSS, 'thresholds')
 
 @patch
 def _moved(self: ThresholdsView, key, value):
@@ -326,15 +361,12 @@ def _moved(self: ThresholdsView, key, value):
     self.move(key, value)
     self.panels[key].value = wrap(self.panel_html(key, framed=False), THRESHOLDS_CSS, 'thresholds')
     self.table.value = wrap(self.table_html(), THRESHOLDS_CSS, 'thresholds')
+    self.status_html.value = self._status_html()
 
 @patch
 def reset(self: ThresholdsView, key):
     "Put threshold `key` back to its tuned value."
-    if key in getattr(self, 'sliders', {}):
-        slider, tuned = self.sliders[key], self.tuned[key]
-        with slider.hold_trait_notifications():  # a grid through the tuned value (see `build`); the observer re-renders
-            slider.min = _grid_min(self.curves[key].x_range[0], slider.step, tuned)
-            slider.value = tuned
+    if key in getattr(self, 'sliders', {}): self.sliders[key].value = self.tuned[key]  # the observer re-renders
     else: self.move(key, self.tuned[key])
 
 @patch

@@ -18,9 +18,9 @@ from ..flow import TaskFlow
 from ..tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask)
 from ..train import Callback, EpochLoss, History, Trainer
-from .charts import (MUTED, PALETTE, TEXT, Rule, Series, format_value, legend, line_chart, place,
-                                   small_multiples, svg_text, text_width)
-from .core import View, esc, in_notebook, wrap
+from .charts import (MUTED, PALETTE, TEXT, Rule, Series, format_value, legend, line_chart, nice_ticks,
+                                   place, small_multiples, svg_text, text_width)
+from .core import View, esc, in_notebook, svg_image, wrap
 
 # %% auto #0
 __all__ = ['DEFAULT_METRICS', 'TRAIN_COLOR', 'VALID_COLOR', 'RUNNING_COLOR', 'BEST_COLOR', 'VALID_DASH', 'METRIC_CAPTIONS',
@@ -142,26 +142,26 @@ class RunningLoss:
         self.epoch.append(int(epoch)); self.batch.append(int(batch)); self.total.append(float(total))
 
     def x(self) -> np.ndarray:
-        "Each point's position in epochs trained."
+        "Each point's position on the epoch axis: epoch `e`'s batches run from `e - 1` to `e`, where its record is drawn."
         known, seen, out = dict(self.batches_per_epoch), {}, []
         for e, b in zip(self.epoch, self.batch): seen[e] = max(seen.get(e, 0), b)
         last = None
         for e in sorted(seen):
             if e not in known: known[e] = last if last is not None else seen[e]
             last = known[e]
-        return np.array([e + min(1.0, b / max(1, known[e])) for e, b in zip(self.epoch, self.batch)], np.float64)
+        return np.array([e - 1 + min(1.0, b / max(1, known[e])) for e, b in zip(self.epoch, self.batch)], np.float64)
 
 # %% ../../nbs/20d_views.training.ipynb #bf7f08ca
 TRAIN_COLOR, VALID_COLOR, RUNNING_COLOR, BEST_COLOR = PALETTE[0], PALETTE[1], '#a6c8e6', '#7d7d7d'
 VALID_DASH = '5 3'
 
 def _epoch_points(records, key) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    "`(x, y, tips)` of the record key `key` over the epochs (x: epochs trained)."
+    "`(x, y, tips)` of the record key `key` over the epochs (x: the 0-based epoch)."
     x, y, tips = [], [], []
     for i, r in enumerate(records):
         if key not in r: continue
         e, v = int(r.get('epoch', i)), float(r[key])
-        x.append(e + 1); y.append(v)
+        x.append(e); y.append(v)
         tips.append(f"epoch {e} · {key} = {format_value(v)}")
     return np.array(x, np.float64), np.array(y, np.float64), tips
 
@@ -203,10 +203,12 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
     tasks = dict(tasks) if tasks is not None else choose_metrics(record_metric_names(records))
     done = max([int(r.get('epoch', i)) + 1 for i, r in enumerate(records)], default=0)
     span = max(epochs or 0, done, 1)
-    x_range, x_ticks = (0, span), max(2, min(span, 6))
     run_x = running.x() if running is not None and len(running) else None
+    # epoch e's record at e, its batches from e - 1: the axis starts there once a batch of epoch 0 is drawn
+    x_range = (-1 if run_x is not None and (run_x < 0).any() else -0.3, span - 1)
+    x_ticks = [t for t in nice_ticks(0, max(span - 1, 1), max(2, min(span, 6)), extend=False) if t == int(t) and t < span]
     markers = len(records) <= 40
-    best = [Rule(x=best_epoch + 1, color=BEST_COLOR, dash='2 3', label='')] if best_epoch is not None else []
+    best = [Rule(x=best_epoch, color=BEST_COLOR, dash='2 3', label='')] if best_epoch is not None else []
 
     # header: title and status, legend, total loss
     parts, y = [svg_text(0, 17, title, 15, TEXT, weight='600')], 24
@@ -219,8 +221,8 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
     leg, leg_h = legend(key, 0, y + 2, width)
     parts.append(leg); y += leg_h + 8
     total = line_chart(_curves(records, lambda s: f'{s}_loss', run_x, None if run_x is None else running.total, markers, cache),
-                       width=width, height=150, title='total loss', title_size=11, x_label='epochs trained', x_range=x_range,
-                       x_ticks=x_ticks, y_ticks=4, rules=best)
+                       width=width, height=150, title='total loss', title_size=11, x_label='epoch', x_range=x_range,
+                       x_tick_values=x_ticks, y_ticks=4, rules=best)
     parts.append(place(total, 0, y)); y += 150 + 4
 
     # a card per task, grouped by flow
@@ -236,7 +238,7 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
     for path, names in tasks.items():
         run_y = running.tasks.get(path) if running is not None else None
         charts = [line_chart(_curves(records, lambda s: f'{s}/{path}/loss', run_x, run_y, markers, cache), width=cell_w,
-                             height=chart_height, title='loss', title_size=10, x_range=x_range, x_ticks=x_ticks,
+                             height=chart_height, title='loss', title_size=10, x_range=x_range, x_tick_values=x_ticks,
                              y_ticks=3, rules=best, empty_text='')]
         for name in names:
             key = (path, name, len(records), best_epoch, span, cell_w, chart_height)
@@ -244,7 +246,7 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
             if chart is None:
                 chart = line_chart(_curves(records, lambda s, name=name: f'{s}/{path}/{name}', None, None, markers),
                                    width=cell_w, height=chart_height, title=METRIC_CAPTIONS.get(name, name), title_size=10,
-                                   x_range=x_range, x_ticks=x_ticks, y_ticks=3, rules=best, empty_text='',
+                                   x_range=x_range, x_tick_values=x_ticks, y_ticks=3, rules=best, empty_text='',
                                    tooltip=f'{path}: {name}')
                 if cache is not None: cache[key] = chart
             charts.append(chart)
@@ -260,9 +262,12 @@ def training_figure(records: Sequence[Mapping],  # epoch records, as `History.re
 
 # %% ../../nbs/20d_views.training.ipynb #e02a783c
 class TrainingFigure(View):
-    "One frame of the training figure: static SVG, and its status as text."
-    def __init__(self, svg: str, status: str = ''): self.svg, self.status = svg, status
-    def to_html(self) -> str: return wrap(self.svg, cls='training')
+    "One frame of the training figure: the SVG as an image, and its status as text."
+    def __init__(self, svg: str, status: str = '', title: str = 'Training'): self.svg, self.status, self.title = svg, status, title
+    def to_html(self) -> str:
+        words = f'{self.title}: {self.status}' if self.status else self.title
+        return wrap(f'<div class="dc-unstyled"><b>{esc(self.title)}</b>{" · " + esc(self.status) if self.status else ""}</div>'
+                    + svg_image(self.svg, words), cls='training')  # the caption: for a page that drops the image
     def __repr__(self): return f"TrainingFigure({self.status})" if self.status else 'TrainingFigure()'
 
 # %% ../../nbs/20d_views.training.ipynb #5ca8147c
@@ -308,17 +313,14 @@ class LivePlot(Callback):
                  budget: float = 0.01,  # and at most this fraction of the time spent drawing
                  sink: Callable[[TrainingFigure], None] | None = None,  # where frames go; default `DisplaySink` in a kernel
                  width: int = 900,  # px
-                 auto: bool = False,  # made by `live_plot`: step aside if the trainer has a LivePlot of the user's
                  clock: Callable[[], float] = time.perf_counter):
         if every <= 0 or not 0 < budget <= 1: raise ValueError(f"every must be > 0 and budget in (0, 1], got every={every}, budget={budget}")
         self.metrics, self.every, self.budget, self.sink, self.width = metrics, every, budget, sink, width
-        self.auto, self.clock = auto, clock
+        self.clock = clock
         self.active, self.frames, self.seconds, self.last = False, 0, 0.0, None
 
     def on_fit_start(self, trainer):
-        self.active = not (self.auto and any(isinstance(cb, LivePlot) and cb is not self for cb in trainer.callbacks))
-        self.shows_progress = self.active
-        if not self.active: return
+        self.active = True
         start = self.clock()
         flow = trainer.flow
         self.tasks = choose_metrics(flow_metric_names(flow), self.metrics, {n.path: type(n.task) for n in flow.graph.nodes})
@@ -363,7 +365,7 @@ def _read(self: LivePlot, trainer):
 @patch
 def _status(self: LivePlot, trainer, now) -> str:
     elapsed = now - self.started
-    parts = [f'epoch {self.epoch + 1}/{trainer.epochs}']
+    parts = [f'epoch {self.epoch} (0–{trainer.epochs - 1})']  # 0-based, as the records and the trainer count
     if self.n_batches: parts.append(f'batch {self.batches}/{self.n_batches}')
     parts.append(f'{_clock(elapsed)} elapsed')
     done = self.epoch + (self.batches / self.n_batches if self.n_batches else 0)
@@ -389,7 +391,7 @@ def _draw(self: LivePlot, trainer, status, now, read=False):
     svg = training_figure(h.records, tasks=self.tasks, running=self.running, epochs=trainer.epochs,
                           best_epoch=h.best_epoch, monitor=h.monitor, title=self.title, status=status,
                           headings=self.headings, width=self.width, cache=self._cache)
-    self.last = TrainingFigure(svg, status)
+    self.last = TrainingFigure(svg, status, self.title)
     self._sink(self.last)
     self.frames += 1
     cost = self.clock() - now
@@ -413,8 +415,8 @@ def figure(self: History,
     status = f"{len(self)} epochs{' (stopped early)' if self.stopped_early else ''}{best}"
     svg = training_figure(self.records, tasks=tasks, running=running, best_epoch=self.best_epoch, monitor=self.monitor,
                           title=title, status=status, headings=headings, width=width)
-    return TrainingFigure(svg, status)
+    return TrainingFigure(svg, status, title)
 
 @patch
 def _repr_html_(self: History) -> str | None:
-    return self.figure().to_html() if self.records else None  # no epoch yet: the text repr says so
+    return self.figure()._repr_html_() if self.records else None  # no epoch yet: the text repr says so

@@ -1,4 +1,4 @@
-"""Browser tests: a real JupyterLab 4 on 127.0.0.1, a real kernel, Debian's Chromium driven by Playwright.
+"""Browser tests: a real JupyterLab 4 (and a Notebook 7) on 127.0.0.1, real kernels, Debian's Chromium driven by Playwright.
 
 Without Chromium (or Playwright) these tests skip with a message saying how to run them; under `CI=true` they fail
 instead, so CI can never pass without having run them. Everything the browser asks for beyond 127.0.0.1 is blocked
@@ -6,19 +6,14 @@ and counted: a view that reaches for a CDN fails its test.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-from urllib.request import urlopen
 
 import pytest
 
 
 
-from harness import CHROMIUM_ARGS, Lab, Page, _free_port
+from harness import CHROMIUM_ARGS, Page, start_server
 
 
 def _unavailable() -> str | None:
@@ -40,37 +35,23 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope='session')
-def lab(tmp_path_factory):
+def jupyter_data(tmp_path_factory):
+    "A Jupyter data folder of the test session's own (notebook signatures, runtime files), shared by its servers."
+    return tmp_path_factory.mktemp('jupyter-data')
+
+
+@pytest.fixture(scope='session')
+def lab(tmp_path_factory, jupyter_data):
     "A JupyterLab server on 127.0.0.1 with no token, stopped by its PID at the end of the session."
-    root = tmp_path_factory.mktemp('lab')
-    settings = tmp_path_factory.mktemp('lab-settings')
-    # no news or update checks: they would reach for the network and pop notifications over the page
-    (settings / '@jupyterlab' / 'apputils-extension').mkdir(parents=True)
-    (settings / '@jupyterlab' / 'apputils-extension' / 'notification.jupyterlab-settings').write_text(
-        json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
-    port = _free_port()
-    env = {**os.environ, 'JUPYTERLAB_SETTINGS_DIR': str(settings), 'JUPYTER_CONFIG_DIR': str(settings / 'config'),
-           'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
-    cmd = [sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ip=127.0.0.1', f'--port={port}', '--port-retries=0',
-           '--allow-root', "--ServerApp.token=''", "--ServerApp.password=''", '--ServerApp.disable_check_xsrf=True',
-           f'--ServerApp.root_dir={root}', '--LabApp.expose_app_in_browser=True', '--LabApp.news_url=None']
-    log = open(root.parent / f'lab-{port}.log', 'w')
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urlopen(f'http://127.0.0.1:{port}/api/status', timeout=2): break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f'JupyterLab did not start; see {log.name}')
-                time.sleep(0.5)
-        yield Lab(root, port, proc)
-    finally:
-        proc.terminate()
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill()
-        log.close()
+    with start_server('lab', tmp_path_factory.mktemp('lab'), tmp_path_factory.mktemp('lab-settings'), jupyter_data) as server:
+        yield server
+
+
+@pytest.fixture(scope='session')
+def notebook7(tmp_path_factory, jupyter_data):
+    "A Notebook 7 server (the `notebook` package) on 127.0.0.1, sharing the session's notebook signatures with `lab`."
+    with start_server('notebook', tmp_path_factory.mktemp('nb7'), tmp_path_factory.mktemp('nb7-settings'), jupyter_data) as server:
+        yield server
 
 
 @pytest.fixture(scope='session')

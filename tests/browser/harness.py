@@ -7,8 +7,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import Request, urlopen
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,9 +28,9 @@ def _free_port() -> int:
 
 
 class Lab:
-    "A JupyterLab server started for the tests, serving `root` (a temporary folder)."
-    def __init__(self, root: Path, port: int, proc: subprocess.Popen):
-        self.root, self.port, self.proc = root, port, proc
+    "A Jupyter server started for the tests (JupyterLab, or Notebook 7 when `kind == 'notebook'`), serving `root`."
+    def __init__(self, root: Path, port: int, proc: subprocess.Popen, kind: str = 'lab'):
+        self.root, self.port, self.proc, self.kind = root, port, proc, kind
         self.url = f'http://127.0.0.1:{port}'
 
     def add(self, notebook: str | Path, name: str | None = None) -> str:
@@ -36,6 +39,58 @@ class Lab:
         name = name or (src.name if src else 'untitled.ipynb')
         (self.root / name).write_text(src.read_text() if src else str(notebook))
         return name
+
+    def notebook_url(self, name: str) -> str:
+        "Where the front end opens notebook `name` (a fresh workspace in JupyterLab)."
+        return f'{self.url}/notebooks/{name}' if self.kind == 'notebook' else f'{self.url}/lab/tree/{name}?reset'
+
+    def shutdown_kernels(self) -> int:
+        "Stop every kernel the server runs (as closing the session, or the server, would); returns how many."
+        with urlopen(f'{self.url}/api/kernels', timeout=10) as r: kernels = json.load(r)
+        for k in kernels:
+            urlopen(Request(f'{self.url}/api/kernels/{k["id"]}', method='DELETE'), timeout=30).close()
+        return len(kernels)
+
+
+Server = Lab
+
+
+@contextmanager
+def start_server(kind: str, root: Path, settings: Path, data_dir: Path, lab_settings: dict | None = None):
+    """A JupyterLab (`kind='lab'`) or Notebook 7 (`'notebook'`) server on 127.0.0.1 with no token, serving `root`;
+    stopped by its PID on exit. `lab_settings`: `{plugin id: settings}` written to its settings folder first."""
+    # no news or update checks: they would reach for the network and pop notifications over the page
+    plugins = {'@jupyterlab/apputils-extension:notification': {'fetchNews': 'false', 'checkForUpdates': False},
+               **(lab_settings or {})}
+    for plugin, values in plugins.items():
+        package, _, name = plugin.rpartition(':')
+        (settings / package).mkdir(parents=True, exist_ok=True)
+        (settings / package / f'{name}.jupyterlab-settings').write_text(json.dumps(values))
+    port = _free_port()
+    env = {**os.environ, 'JUPYTERLAB_SETTINGS_DIR': str(settings), 'JUPYTER_CONFIG_DIR': str(settings / 'config'),
+           'JUPYTER_DATA_DIR': str(data_dir), 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
+    app = 'LabApp' if kind == 'lab' else 'JupyterNotebookApp'
+    cmd = [sys.executable, '-m', 'jupyter', kind, '--no-browser', '--ip=127.0.0.1', f'--port={port}', '--port-retries=0',
+           '--allow-root', "--ServerApp.token=''", "--ServerApp.password=''", '--ServerApp.disable_check_xsrf=True',
+           f'--ServerApp.root_dir={root}', f'--{app}.expose_app_in_browser=True']
+    if kind == 'lab': cmd.append('--LabApp.news_url=None')
+    log = open(root.parent / f'{kind}-{port}.log', 'w')
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urlopen(f'http://127.0.0.1:{port}/api/status', timeout=2): break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f'{kind} did not start; see {log.name}')
+                time.sleep(0.5)
+        yield Lab(root, port, proc, kind)
+    finally:
+        proc.terminate()
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill()
+        log.close()
 
 
 class Page:
@@ -93,8 +148,8 @@ _ERRORS = f"""(name) => {{ const p = ({_PANEL})(name); const out = [];
 
 
 def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 120):
-    "Open `name` in a fresh JupyterLab workspace and wait until its kernel is idle."
-    page.goto(f'{lab.url}/lab/tree/{name}?reset')  # ?reset: no tabs left over from an earlier test
+    "Open `name` (in a fresh workspace, in JupyterLab) and wait until its kernel is idle."
+    page.goto(lab.notebook_url(name))  # ?reset: no tabs left over from an earlier test
     page.wait_for_function(_KERNEL_IDLE, arg=name, timeout=timeout * 1000)
     page.notebook = name
 
@@ -127,7 +182,14 @@ def run_code(page: Page, code: str, timeout: float = 60) -> str:
 
 def cell_output(page: Page, index: int):
     "The output area of the code cell `index` (0-based among code cells) as a Playwright locator."
-    return page.locator('.jp-Notebook .jp-CodeCell').nth(index).locator('.jp-OutputArea')
+    return page.locator('.jp-Notebook .jp-CodeCell').nth(index).locator('.jp-Cell-outputArea')  # not an Output widget's
+
+
+def widget_output(page: Page, index: int):
+    """The widget of code cell `index` (0-based among code cells): the output its live widget renders in. A view
+    displays two outputs, its static copy and then its widget; the static copy, hidden while the widget lives, holds
+    elements of the same classes, so a test that drives the widget looks inside this output only."""
+    return cell_output(page, index).locator('.jp-OutputArea-output:has(> [class*="dc-live-"])').first  # the widget's root
 
 
 def screenshot(locator, name: str) -> Path:
@@ -136,6 +198,17 @@ def screenshot(locator, name: str) -> Path:
     folder = SCREENSHOTS if os.environ.get('UPDATE_SCREENSHOTS') == '1' else Path(tempfile.gettempdir()) / 'dnn_cool_screenshots'
     folder.mkdir(exist_ok=True)
     path = folder / f'{name}.png'
+    locator.screenshot(path=str(path))
+    return path
+
+
+def screenshot_to_notes(locator, name: str) -> Path | None:
+    "Screenshot `locator` as `<name>.png` into the folder `DNN_COOL_SCREENS` names, if it is set (for a person to look at)."
+    folder = os.environ.get('DNN_COOL_SCREENS')
+    box = locator.bounding_box()
+    if not folder or not box or box['width'] < 1 or box['height'] < 1: return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = Path(folder) / f'{name}.png'
     locator.screenshot(path=str(path))
     return path
 
@@ -176,3 +249,132 @@ def open_static(browser, html: Path) -> Page:
     static = Page(browser.new_context().new_page())
     static.goto(html.as_uri())
     return static
+
+
+# ---- what a view shows, read from the page --------------------------------------------------------------------------
+
+# A view's output as a reader sees it: its visible text (innerText leaves out what CSS hides; streams left out) and longest line, the
+# graphics drawn (a root <svg>, or an <img> that loaded, at least 16 px a side) and their alt texts, buttons whose
+# label is cut, and elements scrolled sideways (a horizontal scrollbar).
+_READ_VIEW = """(el) => {
+  const shown = (e) => e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true});
+  // streams (a warning on stderr, a trainer's summary lines) are the cell's, not the view's
+  const outputs = [...el.querySelectorAll('.jp-OutputArea-output')].filter((o) => !o.parentElement.closest('.jp-OutputArea-output')
+                    && !(o.dataset.mimeType || '').startsWith('application/vnd.jupyter.std') && shown(o));
+  const text = outputs.length ? outputs.map((o) => o.innerText).join('\\n') : el.innerText;
+  const lines = text.split('\\n').map((s) => s.trim()).filter(Boolean);
+  const graphics = [...el.querySelectorAll('svg, img')].filter((g) => {
+    const tag = g.tagName.toLowerCase();
+    if (tag === 'svg' && g.parentElement.closest('svg')) return false;  // a chart inside a figure
+    const r = g.getBoundingClientRect();
+    if (!shown(g) || r.width < 16 || r.height < 16) return false;
+    return tag !== 'img' || (g.complete && g.naturalWidth > 0);
+  });
+  const cut = [...el.querySelectorAll('button')].filter((b) => shown(b) && b.scrollWidth > b.clientWidth + 1)
+                                                .map((b) => b.innerText || b.title);
+  const scrolled = [...el.querySelectorAll('*')].filter((e) => shown(e) && e.scrollWidth > e.clientWidth + 1 &&
+                     ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)).map((e) => e.className.baseVal ?? e.className);
+  const statics = [...el.querySelectorAll('.dnn-cool-static')].filter(shown).length;  // static copies in view
+  const alts = graphics.filter((g) => g.tagName.toLowerCase() === 'img').map((g) => g.alt).join('\\n');
+  return {text, alts, statics, longest: lines.reduce((a, l) => (l.length > a.length ? l : a), ''), graphics: graphics.length, cut, scrolled,
+          width: el.getBoundingClientRect().width};
+}"""
+
+ERROR_TEXTS = ('Error displaying widget', 'model not found', 'Loading widget', 'renderer could be found', 'Traceback')
+
+
+def read_view(locator) -> dict:
+    "What the output `locator` shows a reader (see `_READ_VIEW`)."
+    return locator.evaluate(_READ_VIEW)
+
+
+def code_sources(page: Page) -> list[str]:
+    "The source of every code cell of the open notebook, in order (what `cell_output` indexes)."
+    return page.evaluate(f"(name) => ({_PANEL})(name).content.widgets.filter((c) => c.model.type === 'code')"
+                         ".map((c) => c.model.sharedModel.getSource())", page.notebook)
+
+
+def wait_rendered(page: Page, timeout: float = 60) -> None:
+    "Wait until the open notebook's outputs have settled: no widget output still says 'Loading widget...'."
+    page.wait_for_function("() => ![...document.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some((o) => o.textContent.startsWith('Loading widget'))", timeout=timeout * 1000)
+    page.wait_for_timeout(1000)  # images decode, layouts settle
+
+
+def reopen(browser, server: Lab, name: str, width: int = 1280, height: int = 1400) -> Page:
+    """`name` opened as a user opens a saved notebook: a new browser context (nothing left in memory), a fresh
+    workspace with the file browser open, the notebook's kernel started anew; returns the page once outputs settled."""
+    page = Page(browser.new_context(viewport={'width': width, 'height': height}, device_scale_factor=1).new_page())
+    open_notebook(page, server, name)
+    wait_rendered(page)
+    return page
+
+
+def set_widget_state_saving(page: Page, on: bool) -> None:
+    "Turn JupyterLab's Settings > Save Widget State Automatically on or off (the menu item's command)."
+    command = '@jupyter-widgets/jupyterlab-manager:saveWidgetState'
+    page.evaluate(f"""async (on) => {{ const c = window.jupyterapp.commands;
+      if (c.isToggled('{command}') !== on) await c.execute('{command}'); }}""", on)
+    page.wait_for_timeout(500)
+
+
+# ---- GitHub's renderer, as far as it can be checked here -------------------------------------------------------------
+
+# GitHub shows a notebook's HTML outputs through an allowlist sanitizer (html-pipeline's, on Ruby's Sanitize): no
+# <style>, <script> or <svg> (dropped with their contents), no `style` or `class` attributes, <img> only from http(s)
+# or relative addresses (a data: URI is dropped). This is that allowlist, applied with bleach: an approximation, since
+# GitHub's own renderer can't be reached from here.
+GITHUB_TAGS = ('h1 h2 h3 h4 h5 h6 br b i strong em a pre code img tt div ins del sup sub p ol ul table thead tbody tfoot '
+               'blockquote dl dt dd kbd q samp var hr li tr td th s strike summary details caption figure figcaption '
+               'abbr bdo cite dfn mark small span time wbr').split()
+GITHUB_ATTRIBUTES = {'a': ['href'], 'img': ['src', 'alt', 'width', 'height', 'title'],
+                     '*': ['align', 'alt', 'colspan', 'rowspan', 'height', 'width', 'title', 'open', 'lang', 'dir',
+                           'valign', 'nowrap', 'summary', 'scope', 'abbr', 'span', 'start', 'headers']}
+_DROPPED_WITH_CONTENTS = ('script', 'style', 'svg', 'math', 'iframe', 'noscript', 'template', 'textarea', 'select')
+
+
+def sanitize_like_github(html: str) -> str:
+    "`html` as GitHub's notebook renderer would show it (see `GITHUB_TAGS`)."
+    import bleach
+    from html.parser import HTMLParser
+
+    class Drop(HTMLParser):  # elements GitHub drops with everything inside them
+        def __init__(self):
+            super().__init__(convert_charrefs=False)
+            self.out, self.depth = [], 0
+        def handle_starttag(self, tag, attrs):
+            if self.depth: self.depth += not self._void(tag)
+            elif tag in _DROPPED_WITH_CONTENTS: self.depth = 1
+            else: self.out.append(self.get_starttag_text())
+        def handle_startendtag(self, tag, attrs):
+            if not self.depth: self.out.append(self.get_starttag_text())
+        def handle_endtag(self, tag):
+            if self.depth:
+                if not self._void(tag): self.depth -= 1
+            else: self.out.append(f'</{tag}>')
+        def handle_data(self, data):
+            if not self.depth: self.out.append(data)
+        def handle_entityref(self, name):
+            if not self.depth: self.out.append(f'&{name};')
+        def handle_charref(self, name):
+            if not self.depth: self.out.append(f'&#{name};')
+        @staticmethod
+        def _void(tag): return tag in ('br', 'img', 'input', 'hr', 'wbr', 'meta', 'link', 'source', 'col', 'area')
+
+    d = Drop()
+    d.feed(html)
+    d.close()
+    return bleach.clean(''.join(d.out), tags=GITHUB_TAGS, attributes=GITHUB_ATTRIBUTES, protocols=['http', 'https', 'mailto'],
+                        strip=True)
+
+
+def run_cells(page: Page, indices, timeout: float = 120) -> None:
+    "Run the code cells `indices` (0-based among code cells) of the open notebook, in order, as Shift+Enter on each would."
+    page.evaluate(f"""async ([name, indices]) => {{ const p = ({_PANEL})(name); const app = window.jupyterapp;
+      app.shell.activateById(p.id);
+      const code = p.content.widgets.map((c, i) => [c, i]).filter(([c]) => c.model.type === 'code');
+      for (const k of indices) {{ p.content.activeCellIndex = code[k][1]; await app.commands.execute('notebook:run-cell'); }}
+    }}""", [page.notebook, list(indices)])
+    page.wait_for_function(_KERNEL_IDLE, arg=page.notebook, timeout=timeout * 1000)
+    errors = page.evaluate(_ERRORS, page.notebook)
+    assert not errors, f'cells raised: {errors}'

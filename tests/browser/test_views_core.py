@@ -1,6 +1,6 @@
 """The display contract every view relies on: in JupyterLab a `WidgetView` shows its widget; where no widget state
 exists (an nbconvert export, opened with the network blocked) the same output shows its static HTML."""
-from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save
+from harness import widget_output, export_html, notebook, open_notebook, open_static, run_all, save
 
 VIEW = '''
 import ipywidgets
@@ -27,7 +27,7 @@ def test_widget_in_lab_and_static_in_an_export(lab, page, browser):
     name = lab.add(notebook(VIEW), 'views_core.ipynb')
     open_notebook(page, lab, name)
     run_all(page)
-    out = cell_output(page, 0)
+    out = widget_output(page, 0)
     out.locator('.widget-slider').wait_for()
     assert out.locator('.static-count').count() == 0  # the widget, not the fallback
     out.locator('.widget-slider .noUi-handle').first.focus()

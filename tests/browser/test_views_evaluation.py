@@ -3,7 +3,7 @@ the kernel's `rows()` says); a hostile class name is text; the notebook as saved
 blocked shows the static tables."""
 import re
 
-from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, run_code, save, screenshot
+from harness import export_html, notebook, open_notebook, open_static, run_all, run_code, save, screenshot, widget_output
 
 EVIL = '<img src=x onerror=alert(1)>'
 BODY = 'person_regression.body_regression'
@@ -40,11 +40,14 @@ def test_evaluation_view_in_lab_and_in_an_export(lab, page, browser):
     open_notebook(page, lab, name)
     page.evaluate('window.jupyterapp.shell.collapseLeft()')
     run_all(page)
-    out, evil = cell_output(page, 0), cell_output(page, 1)
+    out, evil = widget_output(page, 0), widget_output(page, 1)
     out.locator('.widget-dropdown select').first.wait_for(timeout=30000)  # the widget, not the fallback
     paths = run_code(page, 'print(*flow.graph.paths)').split()
     assert len(paths) == 14
     assert _tasks(out) == paths  # every task, in the flow's order, full paths
+    heads = out.locator('table').first.locator('tr.dc-head')
+    assert heads.count() == 1  # one header for the table: every score under its own metric's column
+    assert heads.evaluate('(r) => r.getBoundingClientRect().height') < 30  # metric names on one line, never wrapped
 
     # one flow
     flow_picker, sort_picker = out.locator('.widget-dropdown select').nth(0), out.locator('.widget-dropdown select').nth(1)

@@ -4,7 +4,7 @@ Then the notebook as saved, exported by nbconvert and opened with the network bl
 import json
 import re
 
-from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
+from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot, widget_output
 from view_cells import EVIL, TRAIN
 
 EXPLORER = '''
@@ -32,7 +32,7 @@ def test_explorer_and_trees_in_lab_and_in_an_export(lab, page, browser):
     open_notebook(page, lab, name)
     run_all(page)
     expected = printed(page, 2)
-    out = cell_output(page, 1)
+    out = widget_output(page, 1)
     panel = out.locator('.widget-html-content .dnn-explain')
     panel.locator('.sname', has_text='sample 0').wait_for()  # all samples, the first one
     assert out.locator('.dnn-explain').count() == 1  # the widget, not the static fallback besides it
@@ -70,6 +70,8 @@ def test_explorer_and_trees_in_lab_and_in_an_export(lab, page, browser):
     # a list of trees: one box per sample, the first five open; fold a flow, unfold the sixth sample
     trees = cell_output(page, 3).locator('.dnn-explain')
     assert trees.locator('details.sample').count() == 6
+    styles = trees.locator('li').evaluate_all('(ls) => [...new Set(ls.map((l) => getComputedStyle(l).listStyleType))]')
+    assert styles == ['none'], styles  # no bullets, although JupyterLab styles nested lists (`ul ul`) with some
     sixth = trees.locator('details.sample').nth(5)
     assert sixth.get_attribute('open') is None and not sixth.locator('li').first.is_visible()
     sixth.locator('summary').first.click()

@@ -3,7 +3,7 @@ names that look like tags are text. Then the notebook as saved, exported by nbco
 blocked, shows every task's thumbnail grid statically."""
 import json
 
-from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
+from harness import cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot, widget_output
 from view_cells import EVIL, TRAIN
 
 SHIRT = 'person_regression.body_regression.shirt_type'
@@ -23,7 +23,7 @@ def test_best_worst_in_lab_and_in_an_export(lab, page, browser):
     open_notebook(page, lab, name)
     run_all(page)
     expected = json.loads(cell_output(page, 2).locator('.jp-OutputArea-output').first.inner_text())
-    out = cell_output(page, 1)
+    out = widget_output(page, 1)
     panel = out.locator('.widget-html-content .dnn-bw')
     panel.locator('details.task[data-path="camera_blocked"]').wait_for()  # the widget shows the first task
     assert out.locator('.dnn-bw').count() == 1  # the widget, not the static fallback besides it
@@ -46,7 +46,7 @@ def test_best_worst_in_lab_and_in_an_export(lab, page, browser):
     screenshot(out.locator('.widget-vbox').first, 'view_best_worst')  # the widget
 
     # class names that look like tags are text, and no script ran (the harness records dialogs)
-    evil = cell_output(page, 3).locator('.widget-html-content .dnn-bw')
+    evil = widget_output(page, 3).locator('.widget-html-content .dnn-bw')
     evil.locator('figure').first.wait_for()
     assert evil.get_by_text('<img src=x onerror=alert(', exact=False).count() >= 1
     assert evil.locator('img').count() == evil.locator('figure').count()  # the thumbnails, nothing else

@@ -1,13 +1,15 @@
-"""The threshold sliders in JupyterLab: `tune`'s results display as a widget; dragging a slider (mouse) and stepping one
-(keyboard) show the counts at the new threshold, equal to a brute-force count in the kernel; Apply sets the flow's
-decoders (read back, with the module's decoded output, from a cell run afterwards); a label named
+"""The threshold sliders in JupyterLab: `tune`'s results display as a widget; dragging a slider (mouse) and typing a
+value in one's readout (0.6 stays 0.6) show the counts at the new threshold, equal to a brute-force count in the
+kernel; the status line says what the decoders don't hold yet; Apply sets the flow's decoders (read back, with the
+module's decoded output, from a cell run afterwards) and the flow graph's hover text follows at once; Reset all says
+its thresholds are not applied; no button is cut and no card scrolls sideways at 1000 px; a label named
 `<img src=x onerror=alert(1)>` shows as text and runs nothing; the nbconvert export shows the static view."""
 import json
 import time
 
 from playwright.sync_api import expect
 
-from harness import _PANEL, cell_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
+from harness import _PANEL, cell_output, widget_output, export_html, notebook, open_notebook, open_static, run_all, save, screenshot
 
 EVIL = '<img src=x onerror=alert(1)>'
 SETUP = '''
@@ -45,6 +47,7 @@ def brute(t):  # the counts at threshold t, by scanning every score
 results = toy.get_decoder().tune(activated, targets, precondition)
 '''
 SHOW = 'results'
+FLOW = 'toy'  # the flow graph, whose hover texts name the thresholds
 STATE = '''
 module = toy.torch(in_features={'features': 8}).eval()
 with torch.no_grad(): out = module({'features': torch.randn(256, 8, generator=torch.Generator().manual_seed(1))})
@@ -85,18 +88,26 @@ def _counts(panel) -> dict:
     return {k: int(panel.locator(f'td.{k}').inner_text()) for k in ('tp', 'fp', 'fn', 'tn')}
 
 
+def _node_title(out, path: str) -> str:
+    "The hover text of task `path` in the flow graph shown by `out`."
+    return out.locator(f'.dcw-canvas g.dc-node[data-path="{path}"] > title').first.text_content()
+
+
 def test_sliders_move_counts_and_apply_to_the_flow(lab, page, browser):
-    name = lab.add(notebook(SETUP, SHOW, STATE), 'views_thresholds.ipynb')
+    name = lab.add(notebook(SETUP, SHOW, STATE, FLOW), 'views_thresholds.ipynb')
+    page.set_viewport_size({'width': 1280, 'height': 900})  # the file browser open: a notebook about 1000 px wide
     open_notebook(page, lab, name)
     run_all(page)
     tuned = _state(page, 2)
     assert tuned['decoded_ok'] and tuned['held']['is_positive'] == tuned['current']
 
-    out = cell_output(page, 1).first  # (the widget's error Output holds an output area of its own)
+    out = widget_output(page, 1)
     sliders = out.locator('.widget-slider')
     sliders.first.wait_for()
     assert sliders.count() == 3  # is_positive, and each label of tags
     assert out.locator('.dnn-cool.thresholds .summary').count() == 1  # the widget's table
+    cards = out.locator('.widget-gridbox > .widget-vbox')
+    assert cards.count() == 3 and not [w for w in cards.evaluate_all('(cs) => cs.map((c) => c.scrollWidth - c.clientWidth)') if w > 0]
     panels = out.locator('.panel')
     first = panels.nth(0)
     shown_before = first.locator('b.current').inner_text()
@@ -115,22 +126,26 @@ def test_sliders_move_counts_and_apply_to_the_flow(lab, page, browser):
     assert abs(shown - readout) <= 5e-5 and shown > float(shown_before), (shown, readout, shown_before)  # moved right
     counts = _counts(first)
 
-    # step the evil label's slider with the keyboard
+    # type a value in the evil label's readout: taken as typed, not snapped to a grid
     evil = panels.nth(2)
     assert EVIL in evil.locator('.name').inner_text()  # the name shows as text ...
-    evil_before = evil.locator('b.current').inner_text()
     evil_readout = sliders.nth(2).locator('.widget-readout')
-    sliders.nth(2).locator('.noUi-handle').focus()
-    page.keyboard.press('ArrowLeft')
-    expect(evil.locator('b.current')).not_to_have_text(evil_before, timeout=10000)
-    stepped = float(evil_readout.inner_text())
-    for _ in range(4): page.keyboard.press('ArrowLeft')
-    expect(evil_readout).to_have_text(f'{stepped - 0.004:.4f}', timeout=10000)  # four more steps of 0.001
-    evil_shown, _ = _settled(page, evil.locator('b.current'), evil_readout, 5e-5)
-    assert abs(evil_shown - (float(evil_before) - 0.005)) < 1e-6, (evil_before, evil_shown)  # five steps from the tuned value
+    evil_readout.click()
+    page.keyboard.press('Control+A')
+    page.keyboard.type('0.6')
+    page.keyboard.press('Enter')
+    expect(evil.locator('b.current')).to_have_text('0.6', timeout=10000)
+    evil_shown = float(evil.locator('b.current').inner_text())
+    status = out.locator('.status')
+    expect(status).to_contain_text("not applied: 2 thresholds the decoders don't hold yet", timeout=10000)
 
+    flow_out = widget_output(page, 3)
+    assert f'threshold: {shown:.4g}' not in _node_title(flow_out, 'is_positive')  # the tuned threshold, before Apply
     out.locator('button', has_text='Apply to flow').click()
     out.locator('text=applied to the decoders of toy').wait_for(timeout=10000)
+    assert not out.locator('button').evaluate_all('(bs) => bs.filter((b) => b.scrollWidth > b.clientWidth + 1).map((b) => b.innerText)')
+    expect(flow_out.locator('.dcw-canvas g.dc-node[data-path="is_positive"] > title')).to_contain_text(
+        f'threshold: {shown:.4g}', timeout=10000)  # the flow graph's hover text names the applied threshold at once
     page.set_viewport_size({'width': 1280, 'height': 1800})  # the whole widget in view, for its picture
     page.wait_for_timeout(500)
     screenshot(out.locator('.widget-vbox').first, 'view_thresholds')
@@ -138,11 +153,13 @@ def test_sliders_move_counts_and_apply_to_the_flow(lab, page, browser):
     _run_cell(page, 2)  # a cell run after the interaction reads the flow's decoders and the module's output
     state = _state(page, 2)
     assert abs(state['held']['is_positive'] - shown) < 1e-6 and abs(state['current'] - shown) < 1e-6
-    assert abs(state['held']['details.tags'][1] - evil_shown) < 1e-6
+    assert abs(state['held']['details.tags'][1] - 0.6) < 1e-7 and evil_shown == 0.6  # typed 0.6: 0.6 (as float32)
     assert state['held']['details.tags'][0] == tuned['held']['details.tags'][0]  # untouched
     assert state['counts'] == counts  # what the panel showed is the brute-force count at that threshold
     assert state['decoded_ok']  # the module decodes with the applied threshold
 
+    out.locator('button', has_text='Reset all').click()  # the sliders go back; the decoders keep what was applied
+    expect(status).to_contain_text("not applied: 2 thresholds the decoders don't hold yet", timeout=10000)
     assert out.locator('img').count() == 0  # ... and no element was made of it
     page.assert_clean()
 
@@ -153,6 +170,7 @@ def test_sliders_move_counts_and_apply_to_the_flow(lab, page, browser):
     assert static.locator('.dnn-cool.thresholds .panel').count() == 3
     assert static.locator('.dnn-cool.thresholds table.summary tbody tr').count() == 3
     assert EVIL in static.locator('.dnn-cool.thresholds .panel').nth(2).locator('.name').inner_text()
-    assert static.locator('.dnn-cool.thresholds svg polyline').count() == 9  # precision, recall, F1 per panel
-    assert static.locator('img').count() == 0
+    charts = static.locator('.dnn-cool.thresholds .panel img')  # the charts, as images of their SVG
+    assert charts.count() == 3 and all(charts.evaluate_all('(cs) => cs.map((c) => c.complete && c.naturalWidth > 0)'))
+    assert static.locator('img[src="x"]').count() == 0  # no element made of the evil name
     static.assert_clean()
