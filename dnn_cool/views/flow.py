@@ -460,9 +460,9 @@ class ProjectView(WidgetView):
     def _used(self) -> dict:
         "`{flow name: [names of the flows using it]}`."
         used = {name: [] for name in self.project.flows}
-        for name, flow in self.project.flows.items():
-            for child in flow.nodes:
-                if isinstance(child.target, TaskFlow) and child.name in used: used[child.name].append(name)
+        for name, flow in self.project.flows.items():  # the flows directly under its root, from the traced graph
+            for child in flow.graph.children(''):
+                if flow.graph.is_flow(child) and flow.graph.subflows[child].name in used: used[flow.graph.subflows[child].name].append(name)
         return used
 
     def _unused_tasks(self) -> list:

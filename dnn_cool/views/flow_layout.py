@@ -10,7 +10,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..flow import ALL_INPUTS, And, Condition, Not, Ref, TaskFlow, rebase_condition
+from ..flow import ALL_INPUTS, And, Condition, FlowGraph, Not, Ref, TaskFlow, rebase_condition
 from ..tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, ITask,
                             MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, Task)
 
@@ -196,10 +196,14 @@ def _wire(cond: Condition, target: str, level: int, junctions: list) -> _Wire:
     return _Wire(index, False)
 
 # %% ../../nbs/20_views.flow_layout.ipynb #5398bca7
-def _layers(flow: TaskFlow) -> dict:
+def _lines(graph: FlowGraph, path: str) -> list:
+    "The lines of the flow at `path` as its function wrote them (name, input, condition), from the traced graph."
+    return [(graph.subflows[c] if graph.is_flow(c) else graph[c]).written for c in graph.children(path)]
+
+def _layers(lines: list) -> dict:
     "Each child's layer: 0 without a condition, else one more than the deepest sibling its condition names."
     layer = {}
-    for child in flow.nodes:
+    for child in lines:
         refs = child.condition.paths() if child.condition is not None else []
         layer[child.name] = 1 + max(layer[r] for r in refs) if refs else 0
     return layer
@@ -221,14 +225,14 @@ def _wrap(names: list, widths: dict | None, max_w: float) -> list:
         if len(balanced) == len(rows): rows = balanced
     return rows
 
-def _rows(flow: TaskFlow, widths: dict | None, max_w: float) -> list:
+def _rows(fb, widths: dict | None, max_w: float) -> list:
     "Rows of child names: by layer, in definition order; a nested flow on a row of its own; tasks wrapped at `max_w`."
-    layer, rows = _layers(flow), []
+    layer, rows = _layers(fb.lines), []
     for depth in sorted(set(layer.values())):
         run = []
-        for child in flow.nodes:
+        for child in fb.lines:
             if layer[child.name] != depth: continue
-            if isinstance(child.target, TaskFlow):
+            if fb.graph.is_flow(f'{fb.path}.{child.name}' if fb.path else child.name):
                 if run: rows.extend(_wrap(run, widths, max_w)); run = []
                 rows.append([child.name])
             else: run.append(child.name)
@@ -253,7 +257,8 @@ class _TaskBlock:
 class _FlowBlock:
     name: str
     path: str
-    flow: TaskFlow
+    graph: FlowGraph  # the whole traced flow: this block's children are `graph.children(path)`
+    lines: list  # its children's lines as written (name, input, condition)
     fnode: object  # its FlowNode in the parent; None for the root
     depth: int
     info: str = ''
@@ -277,7 +282,7 @@ class _FlowBlock:
 def _wiring(fb: _FlowBlock, rows: list):
     "Set `fb`'s rows, junctions, wires, lanes and what each channel carries."
     fb.rows, fb.junctions, fb.wires = rows, [], {}
-    for child in fb.flow.nodes:
+    for child in fb.lines:
         if child.condition is not None: fb.wires[child.name] = _wire(child.condition, child.name, 1, fb.junctions)
     for i, j in enumerate(fb.junctions):
         for k, w in enumerate(j.inputs): fb.wires[(i, k)] = w
@@ -301,12 +306,6 @@ def _channel_h(channel) -> float:
     if not tracks: return ROW_GAP
     return TRACK_TOP + tracks * TRACK_GAP + depth * (JUNCTION_H + SINK_GAP) + SINK_GAP
 
-def _inner_keys(child, key_map: dict) -> dict:
-    "How a nested flow's input keys map to the batch's (as `TaskFlow` expands it)."
-    inner = child.target
-    if child.input_key == ALL_INPUTS: return {k: key_map.get(k, k) for k in inner.input_keys}
-    return {inner.input_keys[0]: key_map.get(child.input_key, child.input_key)}
-
 def _flow_info(n_tasks: int, passed: str | None, reads: list | None) -> str:
     "The text after a flow's title: its task count, the key its parent passes it, or the one key the flow reads."
     info = f"{n_tasks} task{'s' * (n_tasks != 1)}"
@@ -314,30 +313,30 @@ def _flow_info(n_tasks: int, passed: str | None, reads: list | None) -> str:
     if reads: info += f" · reads {', '.join('x.' + k for k in reads)}"
     return info
 
-def _measure(flow: TaskFlow, name: str, path: str, fnode, key_map: dict, depth: int, max_w: float,
-             show_keys: bool) -> _FlowBlock:
-    "A flow's block, measured bottom-up."
-    fb, prefix = _FlowBlock(name, path, flow, fnode, depth), f'{path}.' if path else ''
-    _wiring(fb, _rows(flow, None, max_w))  # unwrapped rows: enough to know the lanes, so the gutter
+def _measure(graph: FlowGraph, path: str, depth: int, max_w: float, show_keys: bool) -> _FlowBlock:
+    "The block of the flow at `path` of the traced graph, measured bottom-up."
+    sub = graph.subflows[path]
+    fb, prefix = _FlowBlock(sub.written.name if sub.written else sub.name, path, graph, _lines(graph, path), sub.written, depth), f'{path}.' if path else ''
+    _wiring(fb, _rows(fb, None, max_w))  # unwrapped rows: enough to know the lanes, so the gutter
     inner_w = max_w - 2 * PAD - fb.gutter
-    for child in flow.nodes:
-        if isinstance(child.target, TaskFlow):
-            fb.children[child.name] = _measure(child.target, child.name, prefix + child.name, child,
-                                               _inner_keys(child, key_map), depth + 1, inner_w, show_keys)
+    for child in fb.lines:
+        if graph.is_flow(prefix + child.name):
+            fb.children[child.name] = _measure(graph, prefix + child.name, depth + 1, inner_w, show_keys)
         else:
-            key = key_map.get(child.input_key, child.input_key)
-            style = task_style(child.target)
+            node = graph[prefix + child.name]
+            key = node.input_key  # the batch key it reads, nested flows' inputs mapped by the graph
+            style = task_style(node.task)
             lines = (child.name, f'{style.kind} · x.{key}' if show_keys else style.kind)
             w = max(NODE_MIN_W, ICON_W + max(text_width(lines[0], NAME_SIZE), text_width(lines[1], SUB_SIZE)) + TEXT_PAD)
             fb.children[child.name] = _TaskBlock(child.name, prefix + child.name, child, key, lines, style,
                                                  2 * math.ceil(w / 2))  # even widths: whole middles, straight edges
-    _wiring(fb, _rows(flow, {n: b.w for n, b in fb.children.items()}, inner_w))
+    _wiring(fb, _rows(fb, {n: b.w for n, b in fb.children.items()}, inner_w))
     passed = None
-    if fnode is not None and fnode.input_key != ALL_INPUTS and show_keys: passed = next(iter(key_map.values()))
-    reads = flow.graph.input_keys if fnode is None and not show_keys else None
-    fb.info = _flow_info(len(flow.graph.nodes), passed, reads)
+    if sub.written is not None and sub.written.input_key != ALL_INPUTS and show_keys: passed = next(iter(sub.inputs.values()))
+    reads = graph.input_keys if sub.written is None and not show_keys else None
+    fb.info = _flow_info(len(graph.tasks_under(path)), passed, reads)
     rows_w = max(sum(fb.children[c].w for c in row) + NODE_GAP * (len(row) - 1) for row in fb.rows)
-    title_w = 24 + text_width(name, TITLE_SIZE) + 12 + text_width(fb.info, SUB_SIZE) + PAD
+    title_w = 24 + text_width(fb.name, TITLE_SIZE) + 12 + text_width(fb.info, SUB_SIZE) + PAD
     fb.w = math.ceil(max(rows_w + 2 * PAD + fb.gutter, title_w))
     fb.h = (HEADER_H + PAD + sum(max(fb.children[c].h for c in row) for row in fb.rows)
             + sum(_channel_h(ch) for ch in fb.channels) + PAD)
@@ -458,7 +457,7 @@ def layout_flow(flow: TaskFlow,
     "Lay `flow` out top-down: tasks in rows by precondition depth, nested flows framed, edges routed between rows."
     if not isinstance(flow, TaskFlow): raise TypeError(f"layout_flow lays out a TaskFlow, got {type(flow).__name__}")
     show_keys = len(flow.graph.input_keys) > 1
-    root = _measure(flow, flow.name, '', None, {}, 0, max_width, show_keys)
+    root = _measure(flow.graph, '', 0, max_width, show_keys)
     out = {'edges': [], 'junctions': {}}
     _place(root, 0.5, 0.5, root.w, out)  # half-pixel offset: 1px lines fall on whole pixels
     graph_nodes, nodes, groups = {n.path: n for n in flow.graph.nodes}, {}, {}
@@ -472,7 +471,7 @@ def layout_flow(flow: TaskFlow,
             for c in row:
                 b = fb.children[c]
                 if b.is_flow: collect(b, fb.path)
-                else: nodes[b.path] = NodeLayout(b.path, b.name, b.fnode.target, b.input_key, fb.path,
+                else: nodes[b.path] = NodeLayout(b.path, b.name, graph_nodes[b.path].task, b.input_key, fb.path,
                                                  graph_nodes[b.path].condition, b.style, b.box, b.lines)
     collect(root, None)
     nodes = {p: nodes[p] for p in graph_nodes}  # in flow order
