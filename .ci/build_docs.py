@@ -364,7 +364,7 @@ padding:18px 14px}nav.side .brand{font-weight:700;font-size:19px;margin-bottom:1
 nav.side h4{margin:16px 0 4px;font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#57606a}
 nav.side ul{list-style:none;margin:0;padding:0}nav.side li a{display:block;padding:3px 8px;border-radius:6px;color:#1f2328;font-size:14px}
 nav.side li a.current{background:#dbe9fb;font-weight:600}main{margin-left:260px;padding:28px 40px 80px;max-width:1180px}
-h1.title{margin:0 0 4px;font-size:32px}p.subtitle{margin:0 0 24px;color:#57606a;font-size:17px}
+h1,h2,h3,h4{overflow-wrap:anywhere}h1.title{margin:0 0 4px;font-size:32px}p.subtitle{margin:0 0 24px;color:#57606a;font-size:17px}
 section.cell{margin:10px 0 16px}div.in .highlight{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;overflow-x:auto}
 div.in pre,pre.out{margin:0;font:13px/1.45 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
 div.outs{margin-top:6px;padding-left:12px;border-left:3px solid #d0d7de;overflow-x:auto}pre.out{white-space:pre-wrap;padding:4px 0}
@@ -372,7 +372,7 @@ pre.error{color:#b42318}pre.stderr{color:#7d4e00}section.md h2{border-bottom:1px
 section.md table,div.out table{border-collapse:collapse;margin:8px 0;font-size:14px}section.md td,section.md th,div.out td,div.out th{border:1px solid #d0d7de;padding:4px 8px}
 section.md code,div.md code{background:#f0f2f4;padding:1px 4px;border-radius:4px;font-size:90%}
 section.md pre code{background:none;padding:0}section.md .highlight{background:#f6f8fa;border-radius:6px;padding:8px 12px;overflow-x:auto}
-div.md hr{border:0;border-top:1px solid #d0d7de;margin:22px 0 8px}div.md h3{margin:6px 0;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:17px}
+div.md hr{border:0;border-top:1px solid #d0d7de;margin:22px 0 8px}div.md h3{margin:6px 0;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:17px;overflow-wrap:anywhere}
 a.anchor{margin-left:6px;color:#c0c6cc;font-size:80%}img{max-width:100%}
 table.api{border-collapse:collapse;width:100%}table.api td{padding:3px 10px 3px 0;vertical-align:top;border-bottom:1px solid #eaeef2}
 table.api td:first-child{font-family:ui-monospace,"DejaVu Sans Mono",monospace;white-space:nowrap;width:1%}
