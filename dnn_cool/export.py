@@ -23,7 +23,7 @@ from .checkpoint import CheckpointError, _flow_from, _json_safe, flow_structure,
 from .core import evaluating, model_device
 from .flow import TaskFlow, as_flow, decoder_thresholds, precondition_masks
 from .module import FlowModule, find_flow
-from .tasks import task_threshold
+from .thresholds import task_threshold
 
 # %% auto #0
 __all__ = ['FORMAT', 'VERSION', 'KINDS', 'METADATA_KEY', 'FORMATS', 'output_name', 'export_metadata', 'export_program',

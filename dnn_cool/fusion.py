@@ -19,9 +19,11 @@ import torch.utils._pytree as pytree
 from fastcore.basics import patch
 
 from .flow import FlowGraph, TaskNode
+from .core import PerDevice
 from .tasks import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, IdentityDecoder, ITask,
-                            MaskedLanguageModelingTask, MultilabelClassificationTask, PerDevice, RegressionTask,
-                            RescaleDecoder, SortingDecoder, Task, ThresholdDecoder, task_threshold)
+                            MaskedLanguageModelingTask, MultilabelClassificationTask, RegressionTask, RescaleDecoder,
+                            SortingDecoder, Task)
+from .thresholds import ThresholdDecoder, task_threshold
 
 # %% auto #0
 __all__ = ['TaskGroup', 'FusedLayout', 'fusion_layout', 'fusion_groups', 'Columns', 'TaskTensors']

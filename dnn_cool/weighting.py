@@ -14,7 +14,8 @@ from fastcore.basics import patch
 
 from .flow import FlowGraph, TaskFlow, precondition_masks
 from .losses import FlowLoss
-from .tasks import BoundedRegressionTask, ITask, PerDevice, RegressionTask
+from .core import PerDevice
+from .tasks import BoundedRegressionTask, ITask, RegressionTask
 
 # %% auto #0
 __all__ = ['MIN_STD', 'normalised_target', 'target_scales', 'UncertaintyWeighting']

@@ -11,10 +11,13 @@ def test_help_lists_demo_flags():
 
 def test_demo_runs_end_to_end(tmp_path):
     cmd = [sys.executable, '-m', 'dnn_cool', 'demo', '--n-train', '200', '--n-valid', '100', '--n-test', '100',
-           '--epochs', '1', '--width', '8', '--no-progress', '--log-dir', str(tmp_path)]
+           '--epochs', '2', '--width', '8', '--log-dir', str(tmp_path)]  # progress on, into a pipe: a log, not a terminal
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
+    # in a log, one line per epoch and no progress bar (a bar writes carriage-return updates, hundreds per epoch)
+    assert '\r' not in out.stdout + out.stderr
+    assert [l.split(':')[0] for l in text.splitlines() if l.startswith('epoch ')] == ['epoch 0', 'epoch 1'], text[:2000]
     for expected in ('Tuned thresholds', 'task_path', 'metric_name', 'metric_res', 'num_samples',
                      'Tree explanations', 'inp ', 'camera_blocked | decoded:', 'Walkthrough finished'):
         assert expected in text, expected
