@@ -23,12 +23,12 @@ usage: python benchmarks/bench_lightning.py [--train 2048] [--valid 512] [--roun
 """
 import argparse
 import logging
-import statistics
 import time
 import warnings
 
 import lightning as L
 import torch
+
 
 import dnn_cool  # noqa: F401
 from dnn_cool.core import seed_everything
@@ -39,6 +39,7 @@ from dnn_cool.net import FlowNet
 from dnn_cool.synthetic import make_synthetic, synthetic_project
 from dnn_cool.train import Trainer
 
+from timing import interleaved
 from bench_train_step import hand_loss
 from bench_trainer import BareNet, short_keys
 
@@ -106,17 +107,8 @@ def main():
     variants = {'bare': lightning_epoch(modules['bare']), 'flow': lightning_epoch(modules['flow']),
                 'flow_no_train_metrics': lightning_epoch(modules['flow_no_train_metrics']), 'trainer': trainer.fit}
     for f in variants.values(): f()  # warm-up: first-call costs (allocations, kernels, imports) out of the timing
-    wall, cpu = {k: [] for k in variants}, {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for k, f in variants.items():
-            sync()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            f()
-            sync()
-            wall[k].append(time.perf_counter() - start)
-            cpu[k].append(time.process_time() - start_cpu)
+    t, c = interleaved(variants, args.rounds, sync)
     n = args.train + args.valid
-    t, c = ({k: statistics.median(v) for k, v in d.items()} for d in (wall, cpu))
     print(f'walkthrough flow (14 tasks), SyntheticBackbone(width=32), batch {args.batch_size}, {args.train} train + '
           f'{args.valid} valid samples per epoch, device={device}, {args.threads} thread(s), lightning {L.__version__}, '
           f'median of {args.rounds} epochs after one warm-up epoch each')

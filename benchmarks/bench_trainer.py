@@ -16,10 +16,10 @@ on a machine shared with other jobs the wall-clock ratio swings with their load,
 usage: python benchmarks/bench_trainer.py [--train 2048] [--valid 512] [--rounds 3] [--threads 1]
 """
 import argparse
-import statistics
 import time
 
 import torch
+
 
 import dnn_cool  # noqa: F401
 from dnn_cool.core import seed_everything
@@ -28,6 +28,7 @@ from dnn_cool.demo import SyntheticBackbone
 from dnn_cool.synthetic import make_synthetic, synthetic_project
 from dnn_cool.train import FlowNet, Trainer
 
+from timing import interleaved
 from bench_train_step import HandFused, hand_loss
 
 BINARY = ('camera_blocked', 'door_open', 'door_locked', 'person_present')
@@ -94,17 +95,8 @@ def main():
         if device.type == 'cuda': torch.cuda.synchronize()
 
     variants = {'bare': epoch_bare, 'trainer': epoch_trainer}
-    wall, cpu = {k: [] for k in variants}, {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for k, f in variants.items():
-            sync()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            f()
-            sync()
-            wall[k].append(time.perf_counter() - start)
-            cpu[k].append(time.process_time() - start_cpu)
+    t, c = interleaved(variants, args.rounds, sync)
     n = args.train + args.valid
-    t, c = ({k: statistics.median(v) for k, v in d.items()} for d in (wall, cpu))
     print(f'walkthrough flow (14 tasks), SyntheticBackbone(width=32), batch {args.batch_size}, {args.train} train + '
           f'{args.valid} valid samples per epoch, device={device}, {args.threads} thread(s), median of {args.rounds} epochs')
     for k, name in (('bare', 'bare loop (one fused head, hand loss)'), ('trainer', 'dnn_cool Trainer')):
