@@ -16,16 +16,15 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 L = pytest.importorskip('lightning')
 
-from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowDataset, FlowModule,  # noqa: E402
+from dnn_cool import (BinaryClassificationTask, BoundedRegressionTask, ClassificationTask, FlowModule,  # noqa: E402
                       NonFiniteLossError, NonFiniteLossWarning, Project, evaluate, load_checkpoint, read_checkpoint)
 from dnn_cool.lightning import FlowLightningModule, FlowLivePlot, TensorBoardBestWorst, TuneThresholds  # noqa: E402
+from walkthrough import toy_data  # noqa: E402  (the shared toy data: is_positive, kind, size, 10% of each label missing)
 
 WORKER = Path(__file__).with_name('lightning_worker.py')
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +47,6 @@ def toy_flow():
         return out
     return toy
 
-
-def toy_data(flow, n, seed):
-    g = np.random.default_rng(seed)
-    x = g.normal(size=(n, 8)).astype(np.float32)
-    positive = x[:, 0] > 0
-    labels = pd.DataFrame({'is_positive': pd.array(positive, dtype='boolean'),
-                           'kind': pd.array(x[:, 1:4].argmax(1), dtype='Int64'),
-                           'size': 10 / (1 + np.exp(-2 * x[:, 4].astype(np.float64)))})
-    labels.loc[~positive, ['kind', 'size']] = None
-    for c in labels.columns: labels.loc[g.random(n) < 0.1, c] = None
-    return FlowDataset(flow, {'features': torch.from_numpy(x)}, labels)
 
 
 def cpu_trainer(**kwargs):
